@@ -1,0 +1,155 @@
+"""The plumbing shared by ``train.py`` and ``eval.py``: resolvers, instantiation of callback/logger groups,
+W&B run-id reuse on resume, ``metrics.json``, and closing loggers whatever happens."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
+
+_STARTED = time.strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def run_id() -> str:
+    """One id per run, identical on every rank: the SLURM job id (plus array task) when there is one.
+
+    A timestamp would differ between ranks started by ``srun`` a second apart and split one run over several
+    output folders; Lightning's own DDP launcher passes the resolved folder to its children.
+    """
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    if job:
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        return f"slurm-{job}" + (f"_{task}" if task else "")
+    return _STARTED
+
+
+def register_resolvers() -> None:
+    """Custom OmegaConf resolvers used by ``conf/`` (idempotent)."""
+    if not OmegaConf.has_resolver("run_id"):
+        OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
+    if not OmegaConf.has_resolver("mul"):
+        OmegaConf.register_new_resolver("mul", lambda a, b: a * b)
+    if not OmegaConf.has_resolver("div"):
+        OmegaConf.register_new_resolver("div", lambda a, b: a / b)
+
+
+def instantiate_group(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a ``name -> {_target_: ...}`` group (callbacks, loggers); nulls are skipped."""
+    if not cfg:
+        return []
+    if not isinstance(cfg, DictConfig):
+        raise TypeError("callbacks and logger configs must be mappings of name -> {_target_: ...}")
+    objects = []
+    for name, entry in cfg.items():
+        if entry is None:
+            continue
+        if not isinstance(entry, DictConfig) or "_target_" not in entry:
+            raise ValueError(f"config entry `{name}` has no `_target_`")
+        objects.append(instantiate(entry))
+    return objects
+
+
+def instantiate_loggers(cfg: DictConfig | None, output_dir: str | Path) -> list[Any]:
+    """Loggers; a W&B logger without an explicit id reuses the id saved in the run folder (resume = same run)."""
+    if not cfg:
+        return []
+    id_file = Path(output_dir) / "wandb_run_id.txt"
+    loggers = []
+    for entry in cfg.values():
+        if entry is None:
+            continue
+        if "WandbLogger" in str(entry.get("_target_", "")) and entry.get("id") is None and id_file.exists():
+            loggers.append(instantiate(entry, id=id_file.read_text().strip(), resume="allow"))
+        else:
+            loggers.append(instantiate(entry))
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger" and rank_zero_only.rank == 0:
+            id_file.parent.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(str(logger.version))
+    return loggers
+
+
+def log_hyperparameters(trainer: pl.Trainer, model: pl.LightningModule, cfg: DictConfig) -> None:
+    """Send the resolved config and parameter counts to every logger."""
+    if not trainer.loggers:
+        return
+    params = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    assert isinstance(params, dict)
+    params["model/params_total"] = sum(p.numel() for p in model.parameters())
+    params["model/params_trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(params)
+
+
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """A flat ``{stage/name: float}`` dict of the scalar entries (tensors converted)."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                continue
+            value = value.item()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(value)
+    return out
+
+
+@rank_zero_only
+def write_metrics(metrics: Mapping[str, float], output_dir: str | Path) -> Path:
+    """Write ``metrics.json`` (sorted keys; NaN/inf as strings so the file stays valid JSON)."""
+    path = Path(output_dir) / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean = {k: (v if math.isfinite(v) else str(v)) for k, v in sorted(metrics.items())}
+    path.write_text(json.dumps(clean, indent=2) + "\n")
+    return path
+
+
+def close_loggers() -> None:
+    """Finish a W&B run if one was started, so that a crash does not leave it open (and multiruns go on)."""
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+@contextmanager
+def run_context(output_dir: str | Path) -> Iterator[None]:
+    """Print the run folder at start and end (also after an error) and always close the loggers."""
+    rank_zero_info(f"[contrastlab] output directory: {output_dir}")
+    try:
+        yield
+    except Exception:
+        rank_zero_info(f"[contrastlab] run failed; logs and checkpoints so far are in {output_dir}")
+        raise
+    finally:
+        close_loggers()
+        rank_zero_info(f"[contrastlab] output directory: {output_dir}")
+
+
+def print_config(cfg: DictConfig, output_dir: str | Path) -> None:
+    """Pretty-print the resolved config (rank zero) and keep a copy in the run folder."""
+    if rank_zero_only.rank != 0:
+        return
+    text = OmegaConf.to_yaml(cfg, resolve=False)
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(output_dir) / "config_tree.yaml").write_text(text)
+    try:
+        from rich.console import Console
+        from rich.syntax import Syntax
+
+        Console(stderr=False).print(Syntax(text, "yaml", theme="ansi_dark", line_numbers=False))
+    except ImportError:  # pragma: no cover - rich is a dependency
+        print(text)

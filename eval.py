@@ -1,0 +1,67 @@
+"""Evaluate a checkpoint on the test split, or predict on a folder of images.
+
+    python eval.py experiment=nlcl_rain100l data.root=../shared/data/rain100l ckpt_path=<run>/checkpoints/last.ckpt
+    python eval.py experiment=nlcl_official mode=predict data.predict_dir=<rainy folder>   # released weights
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra  # noqa: E402
+import pytorch_lightning as pl  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from contrastlab.run import (  # noqa: E402
+    instantiate_group,
+    instantiate_loggers,
+    register_resolvers,
+    run_context,
+    scalar_metrics,
+    write_metrics,
+)
+
+register_resolvers()
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Run ``trainer.test`` (mode=test) or ``trainer.predict`` (mode=predict) and write ``metrics.json``."""
+    if cfg.mode not in ("test", "predict"):
+        raise ValueError(f"`mode` must be test or predict, got {cfg.mode!r}")
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"checkpoint '{ckpt_path}' does not exist (config key `ckpt_path`)")
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule: pl.LightningDataModule = instantiate(cfg.data)
+    model: pl.LightningModule = instantiate(cfg.model)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"), cfg.paths.output_dir)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    metrics: dict[str, float] = {}
+    if cfg.mode == "test":
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics = scalar_metrics(trainer.callback_metrics)
+    else:
+        trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
+        written = [p for c in trainer.callbacks for p in getattr(c, "written", [])]
+        metrics = {"predict/images": float(len(written))}
+        if written and trainer.is_global_zero:
+            print(f"wrote {len(written)} images to {written[0].parent}")
+    if trainer.is_global_zero:
+        write_metrics(metrics, cfg.paths.output_dir)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    with run_context(cfg.paths.output_dir):
+        evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

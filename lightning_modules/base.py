@@ -1,0 +1,97 @@
+"""What every method module shares: optimiser from a Hydra partial, named schedule sized from the run's real
+step budget, parameter groups, and the small public surface callbacks talk to (``embed``, ``restore``,
+``translate``)."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from lightning_modules.components.schedules import build_scheduler
+
+OptimizerFactory = Callable[..., Optimizer]
+
+
+class BaseModule(pl.LightningModule):
+    """Base for the method modules.
+
+    Args:
+        optimizer: a partially applied optimiser (Hydra ``_partial_: true``); called with parameter groups.
+        scheduler: ``{"name": ..., **options}`` for ``build_scheduler``; None = constant.
+        channels_last: run convolutions in channels-last memory format (faster with AMP on tensor cores).
+    """
+
+    def __init__(
+        self,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: dict[str, Any] | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.optimizer_factory = optimizer or functools.partial(torch.optim.Adam, lr=1e-3)
+        self.scheduler_config = dict(scheduler) if scheduler else {"name": "constant"}
+        self.channels_last = channels_last
+
+    # ---- optimisation --------------------------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups handed to the optimiser; methods override to set per-part learning rates."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def steps_per_epoch(self) -> int:
+        """Optimisation steps in one epoch (after ``limit_train_batches`` and gradient accumulation)."""
+        trainer = self.trainer
+        _ = trainer.estimated_stepping_batches  # makes Lightning build the train loader and count its batches
+        batches = trainer.num_training_batches
+        if batches == float("inf"):
+            return 1
+        return max(math.ceil(batches / max(trainer.accumulate_grad_batches, 1)), 1)
+
+    def total_iterations(self, optimizer_steps_per_batch: int = 1) -> int:
+        """Training iterations (batches) of the whole run, also when ``max_steps`` counts optimiser steps."""
+        trainer = self.trainer
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            return max(trainer.max_steps // optimizer_steps_per_batch, 1)
+        return max(int(trainer.estimated_stepping_batches), 1)
+
+    def make_scheduler(self, optimizer: Optimizer, optimizer_steps_per_batch: int = 1) -> dict[str, Any] | None:
+        options = dict(self.scheduler_config)
+        name = options.pop("name", "constant")
+        total = self.total_iterations(optimizer_steps_per_batch)
+        steps_per_epoch = self.steps_per_epoch() if name != "constant" else 1
+        scheduler = build_scheduler(optimizer, name, total, steps_per_epoch, **options)
+        if scheduler is None:
+            return None
+        return {"scheduler": scheduler, "interval": "step", "frequency": 1}
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        scheduler = self.make_scheduler(optimizer)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    # ---- memory format -------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def format_input(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+
+def trainable(modules: Iterable[nn.Module]) -> list[nn.Parameter]:
+    """All parameters of ``modules`` that require gradients, without duplicates."""
+    seen, params = set(), []
+    for module in modules:
+        for p in module.parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                params.append(p)
+    return params

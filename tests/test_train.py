@@ -1,0 +1,146 @@
+"""End to end through train.py / eval.py: fast_dev_run of every experiment, resume, DDP, sweeps, W&B."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import NLCL_TINY, ROOT
+from test_configs import EXPERIMENTS, data_overrides
+
+CPU = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32-true"]
+
+
+def tiny(experiment: str) -> list[str]:
+    return NLCL_TINY if experiment.startswith("nlcl") else []
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_fast_dev_run(make_cfg, experiment, paired_rain_dir, shared_like_root) -> None:
+    from train import train
+
+    cfg = make_cfg(f"experiment={experiment}", *data_overrides(experiment, paired_rain_dir, shared_like_root),
+                   *tiny(experiment), *CPU, "trainer.fast_dev_run=true")
+    metrics = train(cfg)
+    written = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert written == pytest.approx(metrics)
+    if experiment in ("nlcl_demo", "nlcl_rain100l", "nlcl_realrain"):
+        for key in ("test/psnr", "test/ssim", "test/psnr_y", "test/ssim_y", "test/psnr_rainy", "test/ssim_rainy"):
+            assert key in metrics
+
+
+def last_checkpoint(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+
+
+def test_resume_after_a_kill_continues_steps_optimiser_and_schedule(make_cfg, tmp_path) -> None:
+    from train import train
+
+    common = ["experiment=nlcl_demo", *NLCL_TINY, *CPU, "trainer.max_epochs=3", "data.samples_per_epoch=6",
+              "callbacks.model_checkpoint.every_n_epochs=1", "test=false", "trainer.check_val_every_n_epoch=5"]
+    train(make_cfg(*common, output_dir=tmp_path / "straight"))
+    reference = last_checkpoint(tmp_path / "straight")
+
+    killed = tmp_path / "killed"
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train(make_cfg(*common, "+callbacks.crash._target_=helpers.CrashAtEpoch", "+callbacks.crash.epoch=2",
+                       output_dir=killed))
+    interrupted = last_checkpoint(killed)
+    assert interrupted["epoch"] == 1 and interrupted["global_step"] == 2 * 2 * 3  # 2 epochs x 3 its x (D + G)
+    assert (killed / "checkpoints" / "on_exception.ckpt").exists()
+
+    train(make_cfg(*common, f"ckpt_path={killed / 'checkpoints' / 'last.ckpt'}", output_dir=killed))
+    resumed = last_checkpoint(killed)
+    assert resumed["global_step"] == reference["global_step"] == 3 * 3 * 2
+    assert resumed["epoch"] == reference["epoch"] == 2
+    for ours, theirs in zip(resumed["optimizer_states"], reference["optimizer_states"]):
+        steps = [[float(s["step"]) for s in opt["state"].values()] for opt in (ours, theirs)]
+        assert steps[0] == steps[1] and steps[0]
+        assert [g["lr"] for g in ours["param_groups"]] == pytest.approx([g["lr"] for g in theirs["param_groups"]])
+    for ours, theirs in zip(resumed["lr_schedulers"], reference["lr_schedulers"]):
+        assert ours["last_epoch"] == theirs["last_epoch"] == 9
+        assert ours["_last_lr"] == pytest.approx(theirs["_last_lr"])
+
+
+def cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_ddp_sim_two_processes_write_one_run_folder(tmp_path) -> None:
+    run_dir = tmp_path / "runs" / "ddp"
+    cli("train.py", "experiment=nlcl_demo", "trainer=ddp_sim", *NLCL_TINY, "trainer.max_epochs=1",
+        "data.samples_per_epoch=8", "data.val_images=3", "print_config=false", "trainer.enable_progress_bar=false",
+        f"paths.log_dir={tmp_path}", f"hydra.run.dir={run_dir}")
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["ddp"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "test/psnr" in metrics and "test/psnr_rainy" in metrics
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 2 * 2  # 8 samples / (2 ranks x batch 2) = 2 iterations, D + G each
+    assert (run_dir / "images" / "test_grid.png").exists()
+
+
+@pytest.mark.slow
+def test_multirun_sweep_through_the_cli(tmp_path) -> None:
+    cli("train.py", "-m", "experiment=nlcl_demo", "model.lambda_layer=0.0,1.0", *NLCL_TINY,
+        "trainer.fast_dev_run=true", "print_config=false", "trainer.enable_progress_bar=false",
+        f"paths.log_dir={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    for job, value in (("0", "0.0"), ("1", "1.0")):
+        assert (tmp_path / "sweep" / job / "metrics.json").exists()
+        overrides = (tmp_path / "sweep" / job / ".hydra" / "overrides.yaml").read_text()
+        assert f"model.lambda_layer={value}" in overrides
+
+
+def test_misspelled_key_on_the_cli_names_it() -> None:
+    result = subprocess.run([sys.executable, "train.py", "trainer.max_epoch=2"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode != 0 and "max_epoch" in result.stderr
+
+
+def test_wandb_offline_writes_its_run_files(make_cfg, tmp_path, monkeypatch) -> None:
+    pytest.importorskip("wandb")
+    from train import train
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = make_cfg("experiment=nlcl_demo", "logger=wandb", *NLCL_TINY, *CPU, "trainer.max_epochs=1",
+                   "data.samples_per_epoch=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+                   output_dir=tmp_path / "wb")
+    train(cfg)
+    runs = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+    saved_id = (tmp_path / "wb" / "wandb_run_id.txt").read_text().strip()
+    assert runs[0].name.endswith(saved_id)
+
+
+def test_eval_tests_a_checkpoint_and_predicts_a_folder(make_cfg, tmp_path, paired_rain_dir) -> None:
+    from eval import evaluate
+    from train import train
+
+    common = ["experiment=nlcl_rain100l", f"data.root={paired_rain_dir}", *NLCL_TINY, *CPU,
+              "data.splits.n_rainy=3", "data.splits.n_clean=3", "data.splits.n_test=4"]
+    train(make_cfg(*common, "trainer.max_epochs=1", "data.samples_per_epoch=2", "test=false",
+                   "trainer.check_val_every_n_epoch=5", output_dir=tmp_path / "fit"))
+    ckpt = tmp_path / "fit" / "checkpoints" / "last.ckpt"
+    metrics = evaluate(make_cfg(*common, f"ckpt_path={ckpt}", config_name="eval", output_dir=tmp_path / "test"))
+    assert {"test/psnr", "test/ssim_y", "test/psnr_rainy"} <= set(metrics)
+    written = json.loads((tmp_path / "test" / "metrics.json").read_text())
+    assert written["test/psnr"] == pytest.approx(metrics["test/psnr"])
+
+    evaluate(make_cfg(*common, f"ckpt_path={ckpt}", "mode=predict", f"data.predict_dir={paired_rain_dir / 'input'}",
+                      config_name="eval", output_dir=tmp_path / "predict"))
+    written = sorted(p.name for p in (tmp_path / "predict" / "predictions").iterdir())
+    assert written == sorted(p.name for p in (paired_rain_dir / "input").iterdir())
+
+    with pytest.raises(FileNotFoundError, match="ckpt_path"):
+        evaluate(make_cfg(*common, "ckpt_path=/no/such.ckpt", config_name="eval", output_dir=tmp_path / "x"))
