@@ -35,8 +35,19 @@ def run_id() -> str:
     return _STARTED
 
 
+def ddp_strategy(base: str, find_unused_parameters: bool) -> str:
+    """Lightning's registered name for ``base`` (ddp, ddp_spawn) with or without unused-parameter detection.
+
+    Methods with several backward passes per step (NLCL's D step and G step) leave some parameters out of
+    each backward and need the detection; the rest run the cheaper plain variant.
+    """
+    return f"{base}_find_unused_parameters_true" if find_unused_parameters else base
+
+
 def register_resolvers() -> None:
     """Custom OmegaConf resolvers used by ``conf/`` (idempotent)."""
+    if not OmegaConf.has_resolver("ddp_strategy"):
+        OmegaConf.register_new_resolver("ddp_strategy", ddp_strategy)
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", run_id, use_cache=True)
     if not OmegaConf.has_resolver("mul"):
@@ -77,7 +88,7 @@ def instantiate_loggers(cfg: DictConfig | None, output_dir: str | Path) -> list[
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger" and rank_zero_only.rank == 0:
             id_file.parent.mkdir(parents=True, exist_ok=True)
-            id_file.write_text(str(logger.version))
+            id_file.write_text(str(logger.experiment.id))  # starts the run (rank zero), as the first log would
     return loggers
 
 
@@ -85,8 +96,8 @@ def log_hyperparameters(trainer: pl.Trainer, model: pl.LightningModule, cfg: Dic
     """Send the resolved config and parameter counts to every logger."""
     if not trainer.loggers:
         return
-    params = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    assert isinstance(params, dict)
+    params = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+              for key, value in cfg.items() if key != "hydra"}
     params["model/params_total"] = sum(p.numel() for p in model.parameters())
     params["model/params_trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     for logger in trainer.loggers:

@@ -435,7 +435,7 @@ class RainDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if not shuffle and trainer is not None and trainer.world_size > 1:
             # Evaluation shards without the padding duplicates of DistributedSampler: metrics stay exact.
-            sampler = ShardSampler(len(dataset), trainer.global_rank, trainer.world_size)
+            sampler = ShardSampler(dataset, trainer.global_rank, trainer.world_size)
         return DataLoader(
             dataset,
             batch_size=batch_size,

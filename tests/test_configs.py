@@ -18,8 +18,8 @@ NEEDS_ROOT = {"nlcl_rain100l": "paired", "nlcl_realrain": "shared"}
 
 
 def data_overrides(name: str, paired: Path, shared: Path) -> list[str]:
-    if NEEDS_ROOT.get(name) == "paired":
-        return [f"data.root={paired}"]
+    if NEEDS_ROOT.get(name) == "paired":  # the fixture holds 10 pairs
+        return [f"data.root={paired}", "data.splits.n_rainy=3", "data.splits.n_clean=3", "data.splits.n_test=4"]
     if NEEDS_ROOT.get(name) == "shared":
         return [f"data.root={shared}"]
     if name in ("nlcl_paper", "nlcl_official"):

@@ -228,6 +228,9 @@ def test_datamodule_loaders(paired_rain_dir: Path) -> None:
 
 
 def test_shard_sampler_covers_every_index_once() -> None:
-    shards = [list(ShardSampler(11, r, 3)) for r in range(3)]
-    assert sorted(sum(shards, [])) == list(range(11))
-    assert [len(ShardSampler(11, r, 3)) for r in range(3)] == [4, 4, 3]
+    data = list(range(11))
+    shards = [list(ShardSampler(data, r, 3)) for r in range(3)]
+    assert sorted(sum(shards, [])) == data
+    assert [len(ShardSampler(data, r, 3)) for r in range(3)] == [4, 4, 3]
+    with pytest.raises(ValueError, match="outside"):
+        ShardSampler(data, 3, 3)
