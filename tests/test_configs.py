@@ -77,4 +77,5 @@ def test_slurm_launcher_config_composes(make_cfg) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = make_cfg("launcher=slurm", "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4")
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
-    assert cfg.trainer.strategy == "ddp"
+    assert cfg.trainer.strategy == "ddp_find_unused_parameters_true"  # the default experiment is NLCL
+    assert cfg.trainer.devices == 4 and cfg.trainer.num_nodes == 2
