@@ -34,6 +34,7 @@ register_resolvers()
 # With OnExceptionCheckpoint, Lightning resumes from the run folder's last.ckpt when there is one (a requeued
 # SLURM job, a rerun with hydra.run.dir=<old run>); in a fresh folder it warns that there is none.
 warnings.filterwarnings("ignore", message=r".*there is no last checkpoint available.*")
+warnings.filterwarnings("ignore", message=r".*ckpt_path=None\)` was called without a model.*")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -41,6 +41,18 @@ NLCL_TINY = [
 ]
 
 
+# Overrides that shrink the representation-learning experiments to CPU test size (same code paths: clustering
+# from the first epoch, every evaluation); SMALL_TRUNK swaps the ResNet for the small CNN.
+REPR_TINY = [
+    "data.global_batch_size=4",
+    "data.num_workers=0",
+    "data.eval_batch_size=16",
+    "callbacks.representation_eval.probe_epochs=5",
+]
+SMALL_TRUNK = ["model/backbone=conv", "model.backbone.widths=[8,16]"]
+HCSC_TINY = ["model.warmup_epochs=0", "model.num_clusters=[6,4,2]", "model.kmeans_restarts=1"]
+
+
 def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` as the CLI would and point its run folder at ``output_dir``."""
     GlobalHydra.instance().clear()
@@ -112,3 +124,39 @@ def shared_like_root(tmp_path_factory: pytest.TempPathFactory, paired_rain_dir: 
         image = Image.fromarray(rainy)
         (image.convert("L") if n % 17 == 0 else image).save(root / "real_rain" / "rainy" / f"{n}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_imagenet_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ImageFolder train/val splits, 3 classes, 40 px."""
+    from datamodules.synthetic import write_image_folder
+
+    root = tmp_path_factory.mktemp("imagenet")
+    write_image_folder(root, num_classes=3, per_class=8, size=40, split="train", seed=0)
+    write_image_folder(root, num_classes=3, per_class=3, size=40, split="val", seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The layout of ../shared/data/cifar10 (test/<class>/...), 4 classes, 32 px."""
+    from datamodules.synthetic import write_image_folder
+
+    root = tmp_path_factory.mktemp("cifar")
+    write_image_folder(root, num_classes=4, per_class=10, size=32, split="test", seed=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def resnet18_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Trunk checkpoints (random weights) in the MoCo key layout, ImageNet stem and CIFAR stem."""
+    from lightning_modules.components.backbones import ResNetBackbone
+
+    folder = tmp_path_factory.mktemp("trunks")
+    paths = {}
+    for name, cifar in (("imagenet", False), ("cifar", True)):
+        trunk = ResNetBackbone("resnet18", cifar_stem=cifar)
+        paths[name] = folder / f"{name}.pth"
+        torch.save({"state_dict": {f"module.encoder_q.{k}": v for k, v in trunk.net.state_dict().items()}},
+                   paths[name])
+    return paths

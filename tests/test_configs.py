@@ -17,7 +17,16 @@ EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml
 NEEDS_ROOT = {"nlcl_rain100l": "paired", "nlcl_realrain": "shared"}
 
 
-def data_overrides(name: str, paired: Path, shared: Path) -> list[str]:
+def data_overrides(name: str, paired: Path, shared: Path, roots: dict | None = None) -> list[str]:
+    """Command-line values an experiment needs: its data location (and a trunk checkpoint for linear probes)."""
+    roots = roots or {}
+    if "imagenet" in name:
+        extra = [f"model.backbone.checkpoint={roots['imagenet_trunk']}", "model/backbone=resnet18"] if (
+            name.startswith("linear")) else []
+        return [f"data.root={roots.get('imagenet', paired)}", *extra]
+    if "cifar" in name:
+        extra = [f"model.backbone.checkpoint={roots['cifar_trunk']}"] if name.startswith("linear") else []
+        return [f"data.root={roots.get('cifar', paired)}", *extra]
     if NEEDS_ROOT.get(name) == "paired":  # the fixture holds 10 pairs
         return [f"data.root={paired}", "data.splits.n_rainy=3", "data.splits.n_clean=3", "data.splits.n_test=4"]
     if NEEDS_ROOT.get(name) == "shared":
@@ -35,16 +44,25 @@ def resolve_all(cfg) -> None:
             OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
 
 
+@pytest.fixture
+def data_roots(tiny_imagenet_root, tiny_cifar_root, resnet18_checkpoints) -> dict:
+    return {"imagenet": tiny_imagenet_root, "cifar": tiny_cifar_root,
+            "imagenet_trunk": resnet18_checkpoints["imagenet"], "cifar_trunk": resnet18_checkpoints["cifar"]}
+
+
 def test_experiments_exist() -> None:
     assert {"nlcl_demo", "nlcl_rain100l", "nlcl_realrain", "nlcl_paper"} <= set(EXPERIMENTS)
+    assert {"hcsc_imagenet_200ep", "hcsc_imagenet_multicrop_200ep", "mocov2_imagenet_200ep", "hcsc_cifar",
+            "mocov2_cifar", "linear_imagenet", "linear_cifar"} <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("config_name", ["train", "eval"])
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_instantiates(make_cfg, experiment, config_name, paired_rain_dir,
-                                                    shared_like_root) -> None:
+                                                    shared_like_root, data_roots) -> None:
     cpu = [] if torch.cuda.is_available() else ["trainer.accelerator=cpu", "trainer.devices=1"]
-    cfg = make_cfg(f"experiment={experiment}", *data_overrides(experiment, paired_rain_dir, shared_like_root),
+    cfg = make_cfg(f"experiment={experiment}",
+                   *data_overrides(experiment, paired_rain_dir, shared_like_root, data_roots),
                    *cpu, config_name=config_name)
     resolve_all(cfg)
     assert instantiate(cfg.data) is not None

@@ -10,21 +10,35 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import NLCL_TINY, ROOT
+from conftest import HCSC_TINY, NLCL_TINY, REPR_TINY, ROOT, SMALL_TRUNK
 from test_configs import EXPERIMENTS, data_overrides
 
 CPU = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32-true"]
 
 
 def tiny(experiment: str) -> list[str]:
-    return NLCL_TINY if experiment.startswith("nlcl") else []
+    if experiment.startswith("nlcl"):
+        return NLCL_TINY
+    if experiment.startswith("linear"):
+        return REPR_TINY[:3]
+    if experiment.startswith(("hcsc", "mocov2")):
+        trunk = [] if experiment == "hcsc_cifar" else SMALL_TRUNK  # one run keeps the real ResNet-18 CIFAR trunk
+        return REPR_TINY + trunk + (HCSC_TINY if experiment.startswith("hcsc") else [])
+    return []
+
+
+@pytest.fixture
+def data_roots(tiny_imagenet_root, tiny_cifar_root, resnet18_checkpoints) -> dict:
+    return {"imagenet": tiny_imagenet_root, "cifar": tiny_cifar_root,
+            "imagenet_trunk": resnet18_checkpoints["imagenet"], "cifar_trunk": resnet18_checkpoints["cifar"]}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_fast_dev_run(make_cfg, experiment, paired_rain_dir, shared_like_root) -> None:
+def test_fast_dev_run(make_cfg, experiment, paired_rain_dir, shared_like_root, data_roots) -> None:
     from train import train
 
-    cfg = make_cfg(f"experiment={experiment}", *data_overrides(experiment, paired_rain_dir, shared_like_root),
+    cfg = make_cfg(f"experiment={experiment}",
+                   *data_overrides(experiment, paired_rain_dir, shared_like_root, data_roots),
                    *tiny(experiment), *CPU, "trainer.fast_dev_run=true")
     metrics = train(cfg)
     written = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
@@ -32,6 +46,14 @@ def test_fast_dev_run(make_cfg, experiment, paired_rain_dir, shared_like_root) -
     if experiment in ("nlcl_demo", "nlcl_rain100l", "nlcl_realrain"):
         for key in ("test/psnr", "test/ssim", "test/psnr_y", "test/ssim_y", "test/psnr_rainy", "test/ssim_rainy"):
             assert key in metrics
+    if experiment.startswith(("hcsc", "mocov2")):
+        for key in ("test/knn_top1", "test/knn_top5", "test/nmi", "test/ami", "test/acc"):
+            assert key in metrics
+        assert ("test/linear_top1" in metrics) == ("cifar" in experiment)  # ImageNet: its own linear protocol
+    if experiment.startswith("hcsc"):
+        assert metrics["cluster/nonempty_0"] >= 1 and "train/proto" in metrics
+    if experiment.startswith("linear"):
+        assert 0 <= metrics["test/linear_top1"] <= 1
 
 
 def last_checkpoint(run_dir: Path) -> dict:

@@ -11,10 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def fp32(x: torch.Tensor) -> torch.Tensor:
-    """Half-precision inputs are promoted to fp32; fp32/fp64 pass unchanged (fp64 keeps gradcheck exact)."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+from lightning_modules.components.numerics import fp32
 
 
 def _check_temperature(temperature: float) -> float:

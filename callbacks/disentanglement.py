@@ -1,0 +1,107 @@
+"""Disentanglement evaluation of content codes (DCoDR spec Sec. 4.2), through ``pl_module.embed``.
+
+Invariance: how well the *domain* is predicted from the content code (lower is better; chance is reported).
+Informativeness: how well each content factor is predicted (higher is better). Probes: the paper's MLP with early
+stopping (``test/<target>_acc``), a linear probe (``test/<target>_linear_acc``) and 1-nearest-neighbour retrieval
+of every test image among all images (``test/retrieval_<target>_top1``). Probes train on the training split's
+codes and are scored on the held-out split. Rank 0 runs the probes; every rank embeds its own shard.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+
+from lightning_modules.components.distributed import gather_variable
+from lightning_modules.components.evaluation import linear_probe
+from lightning_modules.components.probes import mlp_probe, retrieval_top1
+
+
+@torch.no_grad()
+def embed_domains(pl_module: pl.LightningModule, loader: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Codes and targets (``domain`` and every factor) of this rank's share of ``loader``."""
+    was_training = pl_module.training
+    pl_module.eval()
+    codes, targets = [], {}
+    for batch in loader:
+        codes.append(pl_module.embed(batch["image"].to(pl_module.device)))
+        targets.setdefault("domain", []).append(batch["domain"].to(pl_module.device))
+        for name, values in batch["factors"].items():
+            targets.setdefault(name, []).append(values.to(pl_module.device))
+    pl_module.train(was_training)
+    return torch.cat(codes), {k: torch.cat(v) for k, v in targets.items()}
+
+
+class DisentanglementProbes(pl.Callback):
+    """Args:
+        mlp / linear / retrieval: which probes to run.
+        mlp_epochs / mlp_patience: the MLP probe budget (100 epochs, patience 7).
+        linear_epochs: the linear probe's epochs.
+        max_train_codes: subsample the training codes for the probes (None: all).
+    """
+
+    def __init__(self, mlp: bool = True, linear: bool = True, retrieval: bool = True, mlp_epochs: int = 100,
+                 mlp_patience: int = 7, linear_epochs: int = 50, max_train_codes: int | None = None) -> None:
+        self.mlp, self.linear, self.retrieval = mlp, linear, retrieval
+        self.mlp_epochs, self.mlp_patience, self.linear_epochs = mlp_epochs, mlp_patience, linear_epochs
+        self.max_train_codes = max_train_codes
+        self._codes: list[torch.Tensor] = []
+        self._targets: dict[str, list[torch.Tensor]] = {}
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._codes, self._targets = [], {}
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        if isinstance(outputs, dict) and "embedding" in outputs:
+            self._codes.append(outputs["embedding"].detach())
+            self._targets.setdefault("domain", []).append(outputs["domain"])
+            for name, values in outputs["factors"].items():
+                self._targets.setdefault(name, []).append(values)
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if not self._codes or not hasattr(datamodule, "feature_dataloader"):
+            return
+        test_codes = gather_variable(torch.cat(self._codes))
+        test_targets = {k: gather_variable(torch.cat(v)) for k, v in self._targets.items()}
+        train_codes, train_targets = embed_domains(pl_module, datamodule.feature_dataloader("train"))
+        train_codes = gather_variable(train_codes)
+        train_targets = {k: gather_variable(v) for k, v in train_targets.items()}
+        if trainer.global_rank != 0:
+            return
+        levels = {"domain": datamodule.num_domains, **datamodule.factor_levels}
+        metrics = self.evaluate(train_codes, train_targets, test_codes, test_targets, levels)
+        pl_module.log_dict(metrics, rank_zero_only=True)
+
+    def evaluate(self, train_codes: torch.Tensor, train_targets: dict[str, torch.Tensor], test_codes: torch.Tensor,
+                 test_targets: dict[str, torch.Tensor], levels: dict[str, int]) -> dict[str, float]:
+        if self.max_train_codes and train_codes.shape[0] > self.max_train_codes:
+            order = torch.randperm(train_codes.shape[0], generator=torch.Generator().manual_seed(0))
+            keep = order[: self.max_train_codes].to(train_codes.device)
+            train_codes = train_codes[keep]
+            train_targets = {k: v[keep] for k, v in train_targets.items()}
+        metrics: dict[str, float] = {"test/domain_chance": 1.0 / levels["domain"]}
+        for name, test_y in test_targets.items():
+            classes = levels[name]
+            if name != "domain":
+                metrics[f"test/{name}_chance"] = float(torch.bincount(test_y, minlength=classes).max() / len(test_y))
+            if self.mlp:
+                metrics[f"test/{name}_acc"] = mlp_probe(train_codes, train_targets[name], test_codes, test_y, classes,
+                                                        self.mlp_epochs, self.mlp_patience)
+            if self.linear:
+                metrics[f"test/{name}_linear_acc"] = linear_probe(train_codes, train_targets[name], test_codes, test_y,
+                                                                  classes, self.linear_epochs)["top1"]
+        if self.retrieval:
+            database = torch.cat((train_codes, test_codes))
+            labels = {k: torch.cat((train_targets[k], v)) for k, v in test_targets.items()}
+            index = torch.arange(train_codes.shape[0], database.shape[0], device=database.device)
+            for name, value in retrieval_top1(test_codes, index, database, labels).items():
+                metrics[f"test/retrieval_{name}_top1"] = value
+        domain_acc = metrics.get("test/domain_acc", float("nan"))
+        rank_zero_info(f"[contrastlab] domain accuracy (lower = more invariant): {domain_acc:.3f} "
+                       f"(chance {metrics['test/domain_chance']:.3f})")
+        return metrics

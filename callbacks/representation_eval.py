@@ -1,0 +1,124 @@
+"""Representation quality through ``pl_module.embed``: one monitor for MoCo v2, HCSC and DCoDR alike.
+
+During training: weighted kNN of the evaluation split against the training set (``val/knn_top1`` ...).
+After testing: kNN, a linear probe on frozen features and clustering quality (NMI, AMI, Hungarian ACC) of the
+test split (``test/knn_top1``, ``test/linear_top1``, ``test/nmi``, ...).
+
+Under DDP every rank embeds its own shard; the memory bank is gathered, each rank scores its own queries and the
+correct counts are summed, so the numbers equal the single-process ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+
+from lightning_modules.components.distributed import all_reduce_sum, gather_variable
+from lightning_modules.components.evaluation import clustering_scores, knn_predict, linear_probe
+from lightning_modules.components.kmeans import spherical_kmeans
+
+
+@torch.no_grad()
+def embed_loader(pl_module: pl.LightningModule, loader: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Embeddings and labels of this rank's share of ``loader`` (model in eval mode, restored afterwards)."""
+    was_training = pl_module.training
+    pl_module.eval()
+    features, labels = [], []
+    for batch in loader:
+        features.append(pl_module.embed(batch["image"].to(pl_module.device, non_blocking=True)))
+        if "label" in batch:
+            labels.append(torch.as_tensor(batch["label"]).to(pl_module.device))
+    pl_module.train(was_training)
+    return torch.cat(features), (torch.cat(labels) if labels else None)
+
+
+class RepresentationEvaluation(pl.Callback):
+    """kNN monitor during training; kNN, linear probe and clustering metrics at test time.
+
+    Args:
+        knn_k: neighbourhood sizes; the first is reported as ``knn_top1/top5``, others as ``knn<k>_top1/top5``.
+        knn_temperature: weight exp(sim / T) of each neighbour (0.07).
+        every_n_epochs: kNN monitoring frequency (0 = never during training).
+        linear_probe: train a logistic regression on frozen test-time features (cheap on cached features).
+        probe_epochs / probe_lr: its schedule.
+        clustering: k-means (k = number of classes) on the test embeddings: NMI, AMI, ACC.
+    """
+
+    def __init__(self, knn_k: Sequence[int] = (20, 200), knn_temperature: float = 0.07, every_n_epochs: int = 1,
+                 linear_probe: bool = True, probe_epochs: int = 100, probe_lr: float = 0.1,
+                 clustering: bool = True) -> None:
+        self.knn_k, self.knn_temperature, self.every_n_epochs = list(knn_k), knn_temperature, every_n_epochs
+        self.linear_probe, self.probe_epochs, self.probe_lr = linear_probe, probe_epochs, probe_lr
+        self.clustering = clustering
+        self._test: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @staticmethod
+    def _num_classes(trainer: pl.Trainer) -> int | None:
+        return getattr(trainer.datamodule, "num_classes", None)
+
+    def _knn(self, pl_module: pl.LightningModule, bank: torch.Tensor, bank_labels: torch.Tensor,
+             queries: torch.Tensor, labels: torch.Tensor, num_classes: int, stage: str) -> dict[str, float]:
+        """kNN accuracies of this rank's queries against the full bank, reduced over ranks."""
+        out = {}
+        for position, k in enumerate(self.knn_k):
+            scores = knn_predict(bank, bank_labels, queries, num_classes, k, self.knn_temperature)
+            ranked = scores.argsort(dim=1, descending=True)
+            counts = torch.stack([(ranked[:, :1] == labels[:, None]).any(1).sum(),
+                                  (ranked[:, :5] == labels[:, None]).any(1).sum(),
+                                  torch.tensor(labels.shape[0], device=labels.device)]).float()
+            all_reduce_sum(counts)
+            name = "knn" if position == 0 else f"knn{k}"
+            out[f"{stage}/{name}_top1"] = float(counts[0] / counts[2])
+            out[f"{stage}/{name}_top5"] = float(counts[1] / counts[2])
+        return out
+
+    def _bank(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[torch.Tensor, torch.Tensor]:
+        bank, labels = embed_loader(pl_module, trainer.datamodule.feature_dataloader("train"))
+        return gather_variable(bank), gather_variable(labels)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        num_classes = self._num_classes(trainer)
+        last = trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
+        if not self.every_n_epochs or num_classes is None or not hasattr(trainer.datamodule, "feature_dataloader"):
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs and not last:
+            return
+        bank, bank_labels = self._bank(trainer, pl_module)
+        queries, labels = embed_loader(pl_module, trainer.datamodule.feature_dataloader("eval"))
+        if labels is None:
+            return
+        metrics = self._knn(pl_module, bank, bank_labels, queries, labels, num_classes, "val")
+        pl_module.log_dict(metrics, on_step=False, on_epoch=True)  # identical on every rank (reduced counts)
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._test = []
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        if isinstance(outputs, dict) and "embedding" in outputs and "label" in outputs:
+            self._test.append((outputs["embedding"].detach(), torch.as_tensor(outputs["label"]).to(pl_module.device)))
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        num_classes = self._num_classes(trainer)
+        if num_classes is None:
+            rank_zero_info("[contrastlab] unlabeled data: kNN, linear probe and clustering metrics are skipped")
+            return
+        local = torch.cat([e for e, _ in self._test]) if self._test else torch.zeros(0, 1, device=pl_module.device)
+        local_labels = (torch.cat([y for _, y in self._test]) if self._test
+                        else torch.zeros(0, dtype=torch.long, device=pl_module.device))
+        bank, bank_labels = self._bank(trainer, pl_module)
+        metrics = self._knn(pl_module, bank, bank_labels, local, local_labels, num_classes, "test")
+        queries, labels = gather_variable(local), gather_variable(local_labels)
+        if self.linear_probe:
+            probe = linear_probe(bank, bank_labels, queries, labels, num_classes, self.probe_epochs, self.probe_lr)
+            metrics.update({"test/linear_top1": probe["top1"], "test/linear_top5": probe["top5"]})
+        if self.clustering and queries.shape[0] >= num_classes:
+            clusters = spherical_kmeans(queries, num_classes, iterations=50, restarts=3, distributed=False)
+            for name, value in clustering_scores(clusters.assignments, labels).items():
+                metrics[f"test/{name}"] = value
+        pl_module.log_dict(metrics)  # identical on every rank
+        self._test = []

@@ -1,0 +1,61 @@
+"""Domain-translation grids for DCoDR: the content of row i rendered with the domain embedding of column j."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_only
+from torchvision.utils import make_grid
+
+from callbacks.image_logging import publish_grid
+
+
+class TranslationGrid(pl.Callback):
+    """Rows: held-out images of different domains (first column); top row: an image of each column's domain;
+    cell (i, j) = G(content of row i, embedding of domain j), so the diagonal is a reconstruction.
+
+    Args:
+        rows: how many content images / domains.
+        every_n_epochs: also render during training (0: only after testing).
+    """
+
+    def __init__(self, rows: int = 6, every_n_epochs: int = 0) -> None:
+        self.rows, self.every_n_epochs = rows, every_n_epochs
+        self.last_path: str | None = None
+
+    def _examples(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor]:
+        dataset = trainer.datamodule.feature_dataloader("eval").dataset
+        images, domains, seen = [], [], set()
+        for i in range(len(dataset)):
+            sample = dataset[i]
+            if sample["domain"] not in seen:
+                seen.add(sample["domain"])
+                images.append(sample["image"])
+                domains.append(sample["domain"])
+            if len(images) == self.rows:
+                break
+        return torch.stack(images), torch.tensor(domains)
+
+    @rank_zero_only
+    def render(self, trainer: pl.Trainer, pl_module: pl.LightningModule, filename: str, key: str) -> None:
+        if not getattr(pl_module, "can_translate", False):
+            return
+        images, domains = self._examples(trainer)
+        was_training = pl_module.training
+        pl_module.eval()
+        grid = pl_module.translate(images.to(pl_module.device), domains.to(pl_module.device)).cpu()
+        pl_module.train(was_training)
+        rows, cols = grid.shape[:2]
+        blank = torch.ones_like(images[0])
+        tiles = [blank, *images]  # the header row: one exemplar of each column's domain
+        for i in range(rows):
+            tiles += [images[i], *grid[i]]
+        canvas = make_grid(torch.stack(tiles).float().clamp(0, 1), nrow=cols + 1, padding=2, pad_value=1.0)
+        self.last_path = str(publish_grid(trainer, canvas, key, filename))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.every_n_epochs and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.render(trainer, pl_module, f"translation_epoch{trainer.current_epoch:03d}.png", "train/translation")
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.render(trainer, pl_module, "translation_test.png", "test/translation")

@@ -1,0 +1,434 @@
+"""Labeled-domain data for DCoDR: every image has a domain id; content factors are known for evaluation only.
+
+Value range: images in [0, 1] (DCoDR feeds its encoder un-normalised images).
+
+Batch contract:
+    ``{"image": B x 3 x H x W, "positive": B x 3 x H x W, "domain": B, "index": B, "factors": {name: B}}``
+    ``positive`` is the same image under one random augmentation; ``factors`` only where known, never used by
+    training.
+
+Sources (Hydra-instantiated): ``ShapesSource`` (procedural, known factors), ``Cars3DSource`` (the public
+``cars/car_XXX_mesh.mat`` layout), ``DomainFolderSource`` (``<domain>/<image>`` plus an optional CSV of factor
+labels), ``NpzSource`` (the arrays DCoDR's preparation scripts write: SmallNORB, CelebA, Edges2Shoes) and
+``Shapes3DSource`` (DeepMind's ``3dshapes.h5``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import random
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
+
+from datamodules.domain_augment import PositiveAugment
+from datamodules.images import list_images, load_rgb, natural_key
+from datamodules.sampling import ShardSampler
+from datamodules.shapes import FACTORS as SHAPE_FACTORS
+from datamodules.shapes import SHAPES, sample_shapes
+
+
+@dataclass
+class DomainData:
+    """Images (N, H, W, 3) uint8, domain ids (N,), factor labels {name: (N,)}, domain names."""
+
+    images: np.ndarray
+    domains: np.ndarray
+    factors: dict[str, np.ndarray] = field(default_factory=dict)
+    domain_names: list[str] = field(default_factory=list)
+    factor_levels: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if len(self.domains) != n or any(len(v) != n for v in self.factors.values()):
+            raise ValueError("images, domains and every factor must have the same length")
+        if not self.domain_names:
+            self.domain_names = [str(d) for d in range(int(self.domains.max()) + 1)]
+        for name, values in self.factors.items():
+            self.factor_levels.setdefault(name, int(values.max()) + 1)
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Area-resize uint8 (N, H, W, 3) images to ``size`` x ``size`` (antialiased), in chunks."""
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    out = []
+    for start in range(0, len(images), 1024):
+        chunk = torch.from_numpy(images[start:start + 1024]).permute(0, 3, 1, 2).float()
+        chunk = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(chunk.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
+
+
+class ShapesSource:
+    """Procedural shapes (``datamodules.shapes``): 4 domains, 5 content factors, no download."""
+
+    def __init__(self, per_domain: int = 1000, size: int = 64, seed: int = 0) -> None:
+        self.per_domain, self.size, self.seed = per_domain, size, seed
+
+    def load(self) -> DomainData:
+        images, domains, factors = sample_shapes(self.per_domain, self.size, self.seed)
+        return DomainData(images, domains, factors, list(SHAPES), dict(SHAPE_FACTORS))
+
+
+class Cars3DSource:
+    """Cars3D in its public layout (``<root>/car_XXX_mesh.mat`` and ``list.txt``; disentanglement_lib's reader).
+
+    Domain = car model (183); content = azimuth (24), elevation (4) and the pose ``content`` = elevation x 24 +
+    azimuth (96, the DCoDR evaluation). Images are resized 128 -> ``size`` once and cached as ``.npz`` beside
+    ``cache_dir`` (default: ``~/.cache/contrastlab``) keyed by the folder and size.
+    """
+
+    def __init__(self, root: str, size: int = 64, cache_dir: str | None = None, max_cars: int | None = None) -> None:
+        self.root, self.size, self.max_cars = Path(root).expanduser(), size, max_cars
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else Path.home() / ".cache" / "contrastlab"
+
+    def _files(self) -> list[Path]:
+        folder = self.root / "cars" if (self.root / "cars").is_dir() else self.root
+        if not folder.is_dir():
+            raise FileNotFoundError(f"Cars3D folder '{self.root}' does not exist (config key `data.source.root`)")
+        listing = folder / "list.txt"
+        if listing.exists():
+            names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+            files = [folder / (n if n.endswith(".mat") else f"{n}.mat") for n in names]
+        else:
+            files = sorted(folder.glob("*_mesh.mat"), key=natural_key)
+        missing = [f for f in files if not f.exists()]
+        if missing or not files:
+            named = [m.name for m in missing[:3]] or "none found"
+            raise FileNotFoundError(f"Cars3D .mat files missing in '{folder}': {named}")
+        return files[: self.max_cars] if self.max_cars else files
+
+    def load(self) -> DomainData:
+        files = self._files()
+        key = hashlib.sha1(f"{files[0].parent.resolve()}|{len(files)}|{self.size}".encode()).hexdigest()[:12]
+        cache = self.cache_dir / f"cars3d_{self.size}_{key}.npz"
+        if cache.exists():
+            arrays = np.load(cache)
+            images, domains = arrays["images"], arrays["domains"]
+            azimuth, elevation = arrays["azimuth"], arrays["elevation"]
+        else:
+            from scipy.io import loadmat
+
+            parts = []
+            for file in files:
+                try:
+                    im = loadmat(file)["im"]  # (128, 128, 3, 24 azimuths, 4 elevations)
+                except Exception as error:  # noqa: BLE001 - scipy raises several types for bad files
+                    raise OSError(f"cannot read Cars3D file '{file}': {error}") from error
+                parts.append(_resize(np.ascontiguousarray(im.transpose(4, 3, 0, 1, 2).reshape(-1, *im.shape[:3])),
+                                     self.size))
+            images = np.concatenate(parts)
+            domains = np.repeat(np.arange(len(files)), 96)
+            elevation = np.tile(np.repeat(np.arange(4), 24), len(files))
+            azimuth = np.tile(np.arange(24), 4 * len(files))
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            np.savez(cache, images=images, domains=domains, azimuth=azimuth, elevation=elevation)
+        factors = {"content": elevation * 24 + azimuth, "azimuth": azimuth, "elevation": elevation}
+        names = [f.stem.replace("_mesh", "") for f in files]
+        return DomainData(images, domains, factors, names, {"content": 96, "azimuth": 24, "elevation": 4})
+
+
+class DomainFolderSource:
+    """``<root>/<domain>/<image>``; an optional CSV (columns ``path`` relative to ``root``, then one column per
+    factor, integers or category names) gives content labels for evaluation."""
+
+    def __init__(self, root: str, factors_csv: str | None = None, size: int = 64) -> None:
+        self.root, self.factors_csv, self.size = Path(root).expanduser(), factors_csv, size
+
+    def load(self) -> DomainData:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"domain folder '{self.root}' does not exist (config key `data.source.root`)")
+        domain_dirs = sorted((d for d in self.root.iterdir() if d.is_dir()), key=lambda p: natural_key(p.name))
+        if len(domain_dirs) < 2:
+            raise ValueError(f"'{self.root}' needs one sub-folder per domain (found {len(domain_dirs)})")
+        paths, domains = [], []
+        for d, folder in enumerate(domain_dirs):
+            files = list_images(folder, key="data.source.root", recursive=True)
+            paths += files
+            domains += [d] * len(files)
+        images = np.stack([np.asarray(load_rgb(p).resize((self.size, self.size))) for p in paths])
+        factors: dict[str, np.ndarray] = {}
+        if self.factors_csv:
+            factors = self._read_factors(paths)
+        return DomainData(images, np.asarray(domains), factors, [d.name for d in domain_dirs])
+
+    def _read_factors(self, paths: Sequence[Path]) -> dict[str, np.ndarray]:
+        table = Path(self.factors_csv)
+        if not table.exists():
+            raise FileNotFoundError(f"factor table '{table}' does not exist (config key `data.source.factors_csv`)")
+        with table.open() as handle:
+            rows = list(csv.DictReader(handle))
+        if not rows or "path" not in rows[0]:
+            raise ValueError(f"'{table}' needs a header with a `path` column and one column per factor")
+        by_path = {str((self.root / r["path"]).resolve()): r for r in rows}
+        columns = [c for c in rows[0] if c != "path"]
+        missing = [str(p) for p in paths if str(p.resolve()) not in by_path]
+        if missing:
+            raise ValueError(f"'{table}' has no row for {len(missing)} images, e.g. {missing[:3]}")
+        factors = {}
+        for column in columns:
+            values = [by_path[str(p.resolve())][column] for p in paths]
+            try:
+                factors[column] = np.asarray([int(v) for v in values])
+            except ValueError:
+                codes = {v: i for i, v in enumerate(sorted(set(values)))}
+                factors[column] = np.asarray([codes[v] for v in values])
+        return factors
+
+
+class NpzSource:
+    """Arrays in one ``.npz`` (DCoDR's ``cache/preprocess/<name>.npz``): images uint8 (N, H, W[, C]), domain ids,
+    and factor columns (``factor_keys``)."""
+
+    def __init__(self, path: str, image_key: str = "imgs", domain_key: str = "classes",
+                 factor_keys: Sequence[str] = (), size: int = 64) -> None:
+        self.path, self.image_key, self.domain_key = Path(path).expanduser(), image_key, domain_key
+        self.factor_keys, self.size = list(factor_keys), size
+
+    def load(self) -> DomainData:
+        if not self.path.exists():
+            raise FileNotFoundError(f"array file '{self.path}' does not exist (config key `data.source.path`)")
+        arrays = np.load(self.path)
+        for key in [self.image_key, self.domain_key, *self.factor_keys]:
+            if key not in arrays:
+                raise KeyError(f"'{self.path}' has no array `{key}`; it holds {sorted(arrays.files)}")
+        images = arrays[self.image_key]
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.shape[-1] == 1:
+            images = np.repeat(images, 3, axis=-1)  # grey data tiled to RGB (as DCoDR's encoder does)
+        if images.dtype != np.uint8:
+            scale = 255.0 if images.max() <= 1 else 1.0  # float images in [0, 1] or already 0-255
+            images = np.clip(images * scale, 0, 255).round().astype(np.uint8)
+        factors = {k: np.asarray(arrays[k]).astype(np.int64) for k in self.factor_keys}
+        return DomainData(_resize(images, self.size), np.asarray(arrays[self.domain_key]).astype(np.int64), factors)
+
+
+class Shapes3DSource:
+    """DeepMind's ``3dshapes.h5`` (480,000 images): domain = shape (4); content = floor, wall, object hue, scale,
+    orientation. ``subset`` draws a random subset (DCoDR trains on 50K). Needs ``h5py``."""
+
+    NAMES = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
+
+    def __init__(self, path: str, subset: int | None = 50_000, seed: int = 0, size: int = 64) -> None:
+        self.path, self.subset, self.seed, self.size = Path(path).expanduser(), subset, seed, size
+
+    def load(self) -> DomainData:
+        try:
+            import h5py
+        except ImportError as error:
+            raise ImportError("reading 3dshapes.h5 needs h5py: pip install h5py") from error
+        if not self.path.exists():
+            raise FileNotFoundError(f"'{self.path}' does not exist (config key `data.source.path`)")
+        with h5py.File(self.path, "r") as handle:
+            total = handle["images"].shape[0]
+            index = np.arange(total)
+            if self.subset and self.subset < total:
+                index = np.sort(np.random.default_rng(self.seed).choice(total, self.subset, replace=False))
+            images = handle["images"][index]
+            values = handle["labels"][index]
+        codes = {name: np.unique(values[:, i], return_inverse=True)[1] for i, name in enumerate(self.NAMES)}
+        domains = codes.pop("shape")
+        return DomainData(_resize(images, self.size), domains, codes)
+
+
+def stratified_domain_split(domains: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a per-domain random split (the same fraction of every domain held out), fixed by ``seed``."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for d in np.unique(domains):
+        members = np.flatnonzero(domains == d)
+        rng.shuffle(members)
+        n_test = int(round(len(members) * test_fraction))
+        test.append(members[:n_test])
+        train.append(members[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+class DomainDataset(Dataset):
+    """In-memory images with domains and factors; ``augment`` makes the positive view (training only)."""
+
+    def __init__(self, data: DomainData, index: np.ndarray, augment: PositiveAugment | None) -> None:
+        self.data, self.index, self.augment = data, np.asarray(index), augment
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        j = int(self.index[i])
+        image = torch.from_numpy(self.data.images[j]).permute(2, 0, 1).float().div_(255.0)
+        sample: dict[str, Any] = {"image": image, "domain": int(self.data.domains[j]), "index": i,
+                                  "factors": {k: int(v[j]) for k, v in self.data.factors.items()}}
+        if self.augment is not None:
+            sample["positive"] = self.augment(image)
+        return sample
+
+
+class WholeBatches(Dataset):
+    """Dataset view whose items are whole batches: ``dataset[[i, j, ...]]`` is the collated batch.
+
+    Paired with a sampler that yields index lists and ``batch_size=None``, each loader worker builds complete
+    batches, and the sampler stays a ``DistributedSampler`` that Lightning leaves as it is.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices: list[int]) -> dict[str, Any]:
+        return default_collate([self.dataset[i] for i in indices])
+
+
+class BalancedDomainBatchSampler(DistributedSampler):
+    """Batches of ``domains_per_batch`` domains x ``per_domain`` images (DCoDR: 4 x 32).
+
+    Each epoch, every domain's training indices are shuffled and dealt round-robin to the ranks, so ranks draw from
+    disjoint subsets: no sample appears on two ranks within an epoch. Each batch picks its domains uniformly
+    without replacement and takes the next ``per_domain`` unused indices of each (a domain's list is reshuffled
+    when it would overrun, as the official sampler does; a domain smaller than ``per_domain`` is drawn with
+    replacement). Every rank yields the same number of batches.
+    """
+
+    def __init__(self, domains: Sequence[int], domains_per_batch: int = 4, per_domain: int = 32, rank: int = 0,
+                 world_size: int = 1, seed: int = 0, batches_per_epoch: int | None = None) -> None:
+        super().__init__(list(domains), num_replicas=world_size, rank=rank, shuffle=False, seed=seed)
+        self.by_domain: dict[int, list[int]] = defaultdict(list)
+        for i, d in enumerate(domains):
+            self.by_domain[int(d)].append(i)
+        self.domain_ids = sorted(self.by_domain)
+        if domains_per_batch > len(self.domain_ids):
+            domains_per_batch = len(self.domain_ids)  # fewer domains than asked (Edges2Shoes: 2)
+        self.domains_per_batch, self.per_domain = domains_per_batch, per_domain
+        self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, 0
+        total = len(domains)
+        self.batches = batches_per_epoch or max(1, total // (self.domains_per_batch * per_domain * world_size))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def batch_size(self) -> int:
+        return self.domains_per_batch * self.per_domain
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        shared = random.Random(self.seed * 100_003 + self.epoch)  # the same split on every rank
+        own: dict[int, list[int]] = {}
+        for d in self.domain_ids:
+            members = list(self.by_domain[d])
+            shared.shuffle(members)
+            own[d] = members[self.rank::self.world_size] or members  # a tiny domain is shared rather than lost
+        rng = random.Random((self.seed * 100_003 + self.epoch) * 7919 + self.rank)
+        cursor = {d: len(own[d]) for d in self.domain_ids}  # force a shuffle at first use
+        for _ in range(self.batches):
+            batch = []
+            for d in rng.sample(self.domain_ids, self.domains_per_batch):
+                members = own[d]
+                if len(members) < self.per_domain:
+                    batch += [rng.choice(members) for _ in range(self.per_domain)]
+                    continue
+                if cursor[d] + self.per_domain > len(members):
+                    rng.shuffle(members)
+                    cursor[d] = 0
+                batch += members[cursor[d]:cursor[d] + self.per_domain]
+                cursor[d] += self.per_domain
+            yield batch
+
+
+class DomainDataModule(pl.LightningDataModule):
+    """Balanced domain batches for training; every image once (sharded) for evaluation.
+
+    Args:
+        source: where the images come from (a ``*Source`` with ``load()``).
+        test_fraction: stratified held-out fraction of every domain (DCoDR: 10 %), by ``split_seed``.
+        domains_per_batch / per_domain: the balanced batch (4 x 32).
+        augment: the positive-view augmentation (``PositiveAugment``).
+        batches_per_epoch: default floor(N_train / (batch x world)) as the official loader.
+    """
+
+    def __init__(self, source: Any, augment: PositiveAugment | None = None, test_fraction: float = 0.1,
+                 split_seed: int = 2, domains_per_batch: int = 4, per_domain: int = 32,
+                 batches_per_epoch: int | None = None, eval_batch_size: int = 256, num_workers: int = 2,
+                 pin_memory: bool = True, seed: int = 0) -> None:
+        super().__init__()
+        self.source, self.augment = source, augment or PositiveAugment()
+        self.test_fraction, self.split_seed = test_fraction, split_seed
+        self.domains_per_batch, self.per_domain = domains_per_batch, per_domain
+        self.batches_per_epoch, self.eval_batch_size = batches_per_epoch, eval_batch_size
+        self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
+        self.data: DomainData | None = None
+        self.train_index = self.test_index = np.zeros(0, dtype=np.int64)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is None:
+            self.data = self.source.load()
+            self.train_index, self.test_index = stratified_domain_split(self.data.domains, self.test_fraction,
+                                                                        self.split_seed)
+
+    @property
+    def num_domains(self) -> int:
+        self.setup()
+        assert self.data is not None
+        return len(self.data.domain_names)
+
+    @property
+    def factor_levels(self) -> dict[str, int]:
+        self.setup()
+        assert self.data is not None
+        return dict(self.data.factor_levels)
+
+    @property
+    def image_size(self) -> int:
+        self.setup()
+        assert self.data is not None
+        return int(self.data.images.shape[1])
+
+    def has_test_data(self) -> bool:
+        self.setup()
+        return len(self.test_index) > 0
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        assert self.data is not None
+        rank, world = self._rank()
+        sampler = BalancedDomainBatchSampler(self.data.domains[self.train_index], self.domains_per_batch,
+                                             self.per_domain, rank, world, self.seed, self.batches_per_epoch)
+        dataset = WholeBatches(DomainDataset(self.data, self.train_index, self.augment))
+        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory and torch.cuda.is_available(),
+                          persistent_workers=self.num_workers > 0)
+
+    def feature_dataloader(self, split: str = "train") -> DataLoader:
+        """Un-augmented images of ``split`` (train | eval), every sample once across ranks, in order."""
+        self.setup()
+        assert self.data is not None
+        index = self.train_index if split == "train" else self.test_index
+        dataset = DomainDataset(self.data, index, None)
+        rank, world = self._rank()
+        sampler = ShardSampler(dataset, rank, world) if world > 1 else None
+        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, shuffle=False,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available())
+
+    def val_dataloader(self) -> list:
+        return []
+
+    def test_dataloader(self) -> DataLoader:
+        return self.feature_dataloader("eval")

@@ -1,0 +1,78 @@
+"""Collectives that work with or without ``torch.distributed`` (one process: identity), so tests run anywhere."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+@torch.no_grad()
+def gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate equally shaped tensors of all ranks along dim 0 (rank order); no gradient."""
+    if not is_distributed():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def gather_variable(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate tensors whose first dimension differs between ranks (shards of uneven size)."""
+    if not is_distributed():
+        return tensor
+    size = torch.tensor([tensor.shape[0]], device=tensor.device)
+    sizes = gather(size).tolist()
+    padded = torch.zeros((max(sizes), *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
+    padded[: tensor.shape[0]] = tensor
+    parts = gather(padded)
+    return torch.cat([parts[r * max(sizes): r * max(sizes) + n] for r, n in enumerate(sizes)])
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks, in place; returns the tensor."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    if is_distributed():
+        dist.broadcast(tensor, src)
+    return tensor
+
+
+class _GatherWithGradient(torch.autograd.Function):
+    """all_gather whose backward sums the gradients of all ranks and returns this rank's slice.
+
+    With DDP averaging gradients over ranks, a loss computed on the gathered batch then gets the same gradient
+    as the single-process loss on the concatenated batch.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.size = tensor.shape[0]
+        return gather(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous()
+        all_reduce_sum(grad)
+        return grad[rank() * ctx.size: (rank() + 1) * ctx.size]
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """``gather`` that lets gradients flow back to every rank's own slice."""
+    return _GatherWithGradient.apply(tensor) if is_distributed() else tensor

@@ -1,0 +1,187 @@
+"""HCSC: Hierarchical Contrastive Selective Coding (Guo et al., CVPR 2022), on top of MoCo v2.
+
+E-step, at the start of every epoch after ``warmup_epochs`` (spec Sec. 2):
+    features of every training image (momentum encoder, centre crops, 128-d, unit norm)
+    -> spherical k-means 3000 -> 2000 -> 1000 (upper levels cluster the prototypes below)
+    -> prototypes c^l, concentrations phi^l, labels a_l(i), parent probabilities.
+Training step (spec Sec. 3):
+    L_ins   = sum_l CE([q.k, (q.n_j) s^l_ij] / t),     s^l_ij ~ Bernoulli(1 - P_l(a_l(i) | n_j))
+    L_proto = mean_l CE([q.c_a / phi_a, (q.c_m / phi_m) t^l_im]),  t^l_im ~ Bernoulli(1 - P(par(a_l(i)) | c_m)),
+              negatives = prototypes that are no sample's positive in the local batch, no selection at the top
+    L = L_ins + L_proto (+ the same terms for each local view in multi-crop)
+During warm-up the step is plain MoCo v2 (plus local InfoNCE for multi-crop).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lightning_modules.components.backbones import Backbone
+from lightning_modules.components.distributed import gather
+from lightning_modules.components.kmeans import hierarchical_kmeans
+from lightning_modules.hcsc.moco import MoCoV2
+from lightning_modules.hcsc.prototypes import PrototypeHierarchy
+from lightning_modules.hcsc.selection import (
+    Masking,
+    instance_keep_probability,
+    prototype_candidates,
+    prototype_keep_probability,
+    prototype_logits,
+    selected_instance_logits,
+)
+
+
+class HCSC(MoCoV2):
+    """HCSC with code-faithful defaults (gyfastas/HCSC @ cec852d) and switches for the variants of spec Sec. 9.
+
+    Args:
+        num_clusters: prototypes per level, bottom-up (3000, 2000, 1000 on ImageNet; scale down for small data).
+        warmup_epochs: epochs of plain MoCo v2 before the first clustering (20; 80 for 800-epoch runs).
+        instance_selection / prototype_selection: the two selective-coding mechanisms (both on).
+        selection_on_local: local views reuse the global query's instance masks (multi-crop configs: on).
+        masking: ``zero`` (official: deselected logits become 0) or ``exclude`` (-inf, true removal).
+        instance_reduction: ``sum`` (official: the instance loss is summed over levels) or ``mean``.
+        exclude_last_prototype: reproduce the official ``range(max())`` off-by-one (never the last id as a
+            negative). Off by default: a bug with negligible effect, fixed.
+        kmeans_iterations / kmeans_restarts / kmeans_seed: k-means settings (faiss: 20 iterations, 5 restarts,
+            per-level seeds 0, 1, 2 = ``kmeans_seed + level``).
+        concentration_temperature: the mean of phi at every level (0.2).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_clusters: Sequence[int] = (3000, 2000, 1000),
+        warmup_epochs: int = 20,
+        instance_selection: bool = True,
+        prototype_selection: bool = True,
+        selection_on_local: bool = True,
+        masking: Masking = "zero",
+        instance_reduction: str = "sum",
+        exclude_last_prototype: bool = False,
+        kmeans_iterations: int = 20,
+        kmeans_restarts: int = 5,
+        kmeans_seed: int = 0,
+        concentration_temperature: float = 0.2,
+        **moco: Any,
+    ) -> None:
+        super().__init__(backbone, **moco)
+        self.save_hyperparameters(ignore=["backbone", "optimizer"], logger=False)
+        if instance_reduction not in ("sum", "mean"):
+            raise ValueError(f"`model.instance_reduction` must be sum or mean, got {instance_reduction!r}")
+        self.num_clusters = list(num_clusters)
+        self.hierarchy = PrototypeHierarchy(len(self.num_clusters))
+
+    # ---- E-step --------------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        if self.current_epoch >= self.hparams.warmup_epochs:
+            self.update_prototypes()
+
+    @torch.no_grad()
+    def extract_projections(self, loader: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Momentum-encoder projections (eval mode, unit norm) of this rank's shard, with dataset indices."""
+        was_training = self.encoder_k.training
+        self.encoder_k.eval()
+        features, indices = [], []
+        for batch in loader:
+            images = batch["image"].to(self.device, non_blocking=True)
+            with self.trainer.precision_plugin.forward_context():  # the run's autocast (bf16 / fp16) if any
+                projection = self.encoder_k(self.format_input(images))[1]
+            features.append(F.normalize(projection.float(), dim=1))
+            indices.append(batch["index"].to(self.device))
+        self.encoder_k.train(was_training)
+        return torch.cat(features), torch.cat(indices)
+
+    def update_prototypes(self) -> None:
+        """Cluster the whole training set with every rank working on its own shard (spec Sec. 2, R12)."""
+        loader = self.trainer.datamodule.feature_dataloader("train")
+        start = time.perf_counter()
+        features, indices = self.extract_projections(loader)
+        extracted = time.perf_counter()
+        hp = self.hparams
+        levels = hierarchical_kmeans(features, self.num_clusters, hp.concentration_temperature, hp.kmeans_iterations,
+                                     hp.kmeans_restarts, hp.kmeans_seed, distributed=True)
+        self.hierarchy.update(levels, indices, len(loader.dataset))
+        done = time.perf_counter()
+        logs = {"cluster/extract_seconds": extracted - start, "cluster/kmeans_seconds": done - extracted}
+        for level in range(len(levels)):
+            sizes = torch.bincount(self.hierarchy.assignments(level), minlength=self.num_clusters[level])
+            logs[f"cluster/nonempty_{level}"] = float((sizes > 0).sum())
+        self.log_dict(logs, on_step=False, on_epoch=True, rank_zero_only=True)
+
+    # ---- M-step --------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if not self.hierarchy.ready:
+            return super().training_step(batch, batch_idx)
+        views = batch["views"]
+        q, k = self.query(views[0]), self.key(views[1])
+        labels = self.hierarchy.labels(batch["index"])
+        instance, keep_masks, keep_ratio = self.selective_instance_loss(q, k, labels)
+        proto, proto_keep_ratio = self.selective_prototype_loss(q, labels)
+        loss = instance + proto
+        for local in views[2:]:
+            q_local = self.query(local)
+            masks = keep_masks if self.hparams.selection_on_local else None
+            loss = loss + self.selective_instance_loss(q_local, k, labels, masks)[0]
+            loss = loss + self.selective_prototype_loss(q_local, labels)[0]
+        self.queue.enqueue(gather(k))
+        self.log_dict({"train/loss": loss.detach(), "train/instance": instance.detach(), "train/proto": proto.detach(),
+                       "train/instance_keep": keep_ratio, "train/proto_keep": proto_keep_ratio},
+                      prog_bar=True, batch_size=q.shape[0])
+        return loss
+
+    def selective_instance_loss(
+        self, q: torch.Tensor, k: torch.Tensor, labels: list[torch.Tensor],
+        masks: list[torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """Instance contrast with negative selection at every level; returns loss, the masks, the keep ratio.
+
+        ``masks`` (one per level) are reused instead of drawn: the local views of multi-crop.
+        """
+        target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        queue = self.queue.snapshot()
+        if not self.hparams.instance_selection:
+            logits = selected_instance_logits(q, k, queue, None, self.temperature)
+            return F.cross_entropy(logits, target), [], q.new_ones(())
+        losses, drawn = [], []
+        for level, level_labels in enumerate(labels):
+            if masks is None:
+                probability = instance_keep_probability(queue, self.hierarchy.centroids(level),
+                                                        self.hierarchy.concentration(level), level_labels)
+                keep = torch.bernoulli(probability).bool()
+            else:
+                keep = masks[level]
+            drawn.append(keep)
+            logits = selected_instance_logits(q, k, queue, keep, self.temperature, self.hparams.masking)
+            losses.append(F.cross_entropy(logits, target))
+        loss = torch.stack(losses)
+        loss = loss.sum() if self.hparams.instance_reduction == "sum" else loss.mean()
+        return loss, drawn, torch.stack([m.float().mean() for m in drawn]).mean()
+
+    def selective_prototype_loss(
+        self, q: torch.Tensor, labels: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prototype contrast with prototype selection below the top level; mean over levels, and the keep ratio."""
+        target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        losses, ratios = [], []
+        top = self.hierarchy.num_levels - 1
+        for level, level_labels in enumerate(labels):
+            centroids = self.hierarchy.centroids(level)
+            limit = int(self.hierarchy.limit(level)) if self.hparams.exclude_last_prototype else None
+            candidates = prototype_candidates(level_labels, centroids.shape[0], limit)
+            keep = None
+            if self.hparams.prototype_selection and level < top:
+                probability = prototype_keep_probability(self.hierarchy.parent_probability(level), labels[level + 1])
+                keep = torch.bernoulli(probability).bool()
+                ratios.append(keep[:, candidates].float().mean())
+            logits = prototype_logits(q, centroids, self.hierarchy.concentration(level), level_labels, candidates,
+                                      keep, self.hparams.masking)
+            losses.append(F.cross_entropy(logits, target))
+        ratio = torch.stack(ratios).mean() if ratios else q.new_ones(())
+        return torch.stack(losses).mean(), ratio
+

@@ -1,0 +1,88 @@
+"""HCSC's selective coding as pure, vectorised functions (spec Sec. 3; official ``hcsc/hcsc.py``).
+
+Notation: q (B, D) queries, k (B, D) keys, queue (K, D), level-l prototypes C (M, D) with concentrations
+phi (M,), a(i) the level-l prototype of sample i (from the epoch-start clustering). All logits are fp32.
+
+``masking`` says what a deselected negative becomes: ``zero`` (official: its logit is multiplied by 0 and still
+adds e^0 = 1 to the denominator) or ``exclude`` (logit -inf: truly removed).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from lightning_modules.components.numerics import fp32
+
+Masking = Literal["zero", "exclude"]
+
+
+def _mask(logits: torch.Tensor, keep: torch.Tensor, masking: Masking) -> torch.Tensor:
+    if masking == "zero":
+        return logits * keep.to(logits.dtype)
+    if masking == "exclude":
+        return logits.masked_fill(~keep.bool(), float("-inf"))
+    raise ValueError(f"masking must be 'zero' or 'exclude', got {masking!r}")
+
+
+def instance_keep_probability(
+    queue: torch.Tensor, centroids: torch.Tensor, concentration: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """p_ij = clamp(1 - P(a(i) | n_j), 0, 0.999), P(m | n_j) = softmax_m(n_j . c_m / max(phi_m, 1e-3)): (B, K).
+
+    The probability that queue item j belongs to anchor i's own prototype is the probability that it is a false
+    negative; it is kept with the complement.
+    """
+    logits = fp32(queue) @ fp32(centroids).T / fp32(concentration).clamp_min(1e-3)
+    log_posterior = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (K, M)
+    return (1.0 - log_posterior[:, labels].T.exp()).clamp(0.0, 0.999)
+
+
+def selected_instance_logits(
+    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, keep: torch.Tensor | None, temperature: float,
+    masking: Masking = "zero",
+) -> torch.Tensor:
+    """[q.k, (q.n_j) s_ij] / t with the Bernoulli selection s (None: no selection): (B, 1 + K), positive first."""
+    q, k = fp32(q), fp32(k)
+    negatives = q @ fp32(queue).T
+    if keep is not None:
+        negatives = _mask(negatives, keep, masking)
+    return torch.cat(((q * k).sum(1, keepdim=True), negatives), dim=1) / temperature
+
+
+def prototype_candidates(labels: torch.Tensor, num_prototypes: int, limit: int | None = None) -> torch.Tensor:
+    """(M,) True for prototypes usable as negatives: not the positive of any sample of the (local) batch.
+
+    ``limit`` reproduces the official ``range(im2cluster.max())``: ids >= limit are never negatives
+    (an off-by-one shared with PCL; None = every prototype).
+    """
+    candidates = torch.ones(num_prototypes, dtype=torch.bool, device=labels.device)
+    candidates[labels] = False
+    if limit is not None:
+        candidates[limit:] = False
+    return candidates
+
+
+def prototype_keep_probability(parent_probability: torch.Tensor, parent_labels: torch.Tensor) -> torch.Tensor:
+    """r_im = clamp(1 - P(par(a(i)) | c_m), 1e-4, 0.999): (B, M).
+
+    ``parent_probability`` (M_l, M_{l+1}) is softmax_p(c^l_m . c^{l+1}_p / phi^{l+1}_p); a negative prototype
+    likely to share the anchor's parent is likely a false negative.
+    """
+    return (1.0 - parent_probability[:, parent_labels].T).clamp(1e-4, 0.999)
+
+
+def prototype_logits(
+    q: torch.Tensor, centroids: torch.Tensor, concentration: torch.Tensor, labels: torch.Tensor,
+    candidates: torch.Tensor, keep: torch.Tensor | None = None, masking: Masking = "zero",
+) -> torch.Tensor:
+    """[q.c_a(i) / phi_a(i), q.c_m / phi_m for candidate negatives m]: (B, 1 + M), positive first.
+
+    Non-candidates are excluded (-inf); deselected candidates follow ``masking``.
+    """
+    similarity = fp32(q) @ fp32(centroids).T / fp32(concentration)
+    positive = similarity.gather(1, labels[:, None])
+    negatives = similarity if keep is None else _mask(similarity, keep, masking)
+    negatives = negatives.masked_fill(~candidates[None, :], float("-inf"))
+    return torch.cat((positive, negatives), dim=1)

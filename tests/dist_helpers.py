@@ -1,0 +1,95 @@
+"""Bodies of the two-process (gloo) tests; run with torch.multiprocessing.spawn, results saved per rank."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+def init(rank: int, world: int, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+
+
+class TinyBackbone(nn.Module):
+    """A BN-free trunk so that per-rank and global batches give identical gradients."""
+
+    feature_dim = 6
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 6), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def build_moco():
+    from lightning_modules.hcsc.moco import MoCoV2
+
+    torch.manual_seed(0)
+    return MoCoV2(TinyBackbone(), projection_hidden=8, projection_dim=4, queue_size=8, momentum=0.9,
+                  temperature=0.2, shuffle_bn=True)
+
+
+def shared_data() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(123)
+    return {
+        "x_q": torch.randn(4, 3, 4, 4, generator=g), "x_k": torch.randn(4, 3, 4, 4, generator=g),
+        "features": F.normalize(torch.randn(60, 5, generator=g), dim=1),
+        "bank": F.normalize(torch.randn(30, 5, generator=g), dim=1),
+        "bank_labels": torch.randint(0, 3, (30,), generator=g),
+        "queries": F.normalize(torch.randn(11, 5, generator=g), dim=1),
+        "query_labels": torch.randint(0, 3, (11,), generator=g),
+    }
+
+
+def moco_and_queue(rank: int, world: int, port: int, out: str) -> None:
+    """Gradients of the MoCo loss under DDP, the keys (shuffle-BN path), the queue after a gathered enqueue."""
+    init(rank, world, port)
+    from lightning_modules.components.distributed import gather
+
+    data = shared_data()
+    model = build_moco()
+    ddp = nn.parallel.DistributedDataParallel(model.encoder_q)
+    local = slice(rank * 2, rank * 2 + 2)
+    q = F.normalize(ddp(data["x_q"][local])[1], dim=1)
+    k = model.key(data["x_k"][local])
+    loss, _ = model.instance_loss(q, k, model.queue.snapshot())
+    loss.backward()
+    model.queue.enqueue(gather(k))
+    grads = {n: p.grad.clone() for n, p in model.encoder_q.named_parameters()}
+    torch.save({"grads": grads, "k": k, "queue": model.queue.keys.clone(), "pointer": model.queue.pointer.clone()},
+               Path(out) / f"moco{rank}.pt")
+    dist.destroy_process_group()
+
+
+def clustering_and_knn(rank: int, world: int, port: int, out: str) -> None:
+    """k-means on shards, the prototype state assembled from strided indices, kNN on sharded queries."""
+    init(rank, world, port)
+    from callbacks.representation_eval import RepresentationEvaluation
+    from lightning_modules.components.distributed import gather_variable
+    from lightning_modules.components.kmeans import hierarchical_kmeans
+    from lightning_modules.hcsc.prototypes import PrototypeHierarchy
+
+    data = shared_data()
+    half = data["features"].shape[0] // world
+    shard = data["features"][rank * half:(rank + 1) * half]
+    levels = hierarchical_kmeans(shard, [6, 3], iterations=8, restarts=2, seed=1, distributed=True)
+    hierarchy = PrototypeHierarchy(2)
+    indices = torch.arange(rank * half, (rank + 1) * half)
+    hierarchy.update(levels, indices, data["features"].shape[0], distributed=True)
+    evaluation = RepresentationEvaluation(knn_k=[3, 10])
+    queries = data["queries"][rank::world]
+    labels = data["query_labels"][rank::world]
+    knn = evaluation._knn(None, data["bank"], data["bank_labels"], queries, labels, 3, "val")
+    torch.save({"assignments": torch.cat([gather_variable(lvl.assignments) for lvl in levels[:1]]),
+                "centroids": [lvl.centroids for lvl in levels], "phi": [lvl.concentration for lvl in levels],
+                "hierarchy": hierarchy.state_dict(), "knn": knn}, Path(out) / f"cluster{rank}.pt")
+    dist.destroy_process_group()

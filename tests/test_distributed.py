@@ -1,0 +1,80 @@
+"""Two CPU processes (gloo) give what one process gives: MoCo gradients and keys, the queue, k-means and the
+prototype state, kNN accuracy; plus the collectives' single-process fall-backs."""
+
+from __future__ import annotations
+
+import socket
+
+import dist_helpers as helpers
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(fn, tmp_path) -> list[dict]:
+    mp.spawn(fn, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    name = fn.__name__.split("_")[0]
+    return [torch.load(tmp_path / f"{'moco' if name == 'moco' else 'cluster'}{r}.pt", weights_only=False)
+            for r in range(2)]
+
+
+@pytest.mark.ddp
+def test_moco_gradients_keys_and_queue_match_one_process(tmp_path) -> None:
+    ranks = spawn(helpers.moco_and_queue, tmp_path)
+    data = helpers.shared_data()
+    model = helpers.build_moco()
+    q = model.query(data["x_q"])
+    k = model.key(data["x_k"])
+    loss, _ = model.instance_loss(q, k, model.queue.snapshot())
+    loss.backward()
+    model.queue.enqueue(k)
+    # Keys: shuffle-BN over ranks leaves each sample's key unchanged (no BN here) and returns them in order.
+    assert torch.allclose(torch.cat([r["k"] for r in ranks]), k, atol=1e-6)
+    # Queue: both ranks enqueue the gathered global batch; equal to one process enqueueing the whole batch.
+    for r in ranks:
+        assert torch.allclose(r["queue"], model.queue.keys, atol=1e-6) and int(r["pointer"]) == 4
+    # Gradients: DDP's average over ranks equals the gradient of the single-process loss on the whole batch.
+    for name, p in model.encoder_q.named_parameters():
+        for r in ranks:
+            assert torch.allclose(r["grads"][name], p.grad, atol=1e-6), name
+
+
+@pytest.mark.ddp
+def test_kmeans_prototypes_and_knn_match_one_process(tmp_path) -> None:
+    from callbacks.representation_eval import RepresentationEvaluation
+    from lightning_modules.components.kmeans import hierarchical_kmeans
+    from lightning_modules.hcsc.prototypes import PrototypeHierarchy
+
+    ranks = spawn(helpers.clustering_and_knn, tmp_path)
+    data = helpers.shared_data()
+    levels = hierarchical_kmeans(data["features"], [6, 3], iterations=8, restarts=2, seed=1, distributed=False)
+    hierarchy = PrototypeHierarchy(2)
+    hierarchy.update(levels, torch.arange(60), 60, distributed=False)
+    knn = RepresentationEvaluation(knn_k=[3, 10])._knn(None, data["bank"], data["bank_labels"], data["queries"],
+                                                        data["query_labels"], 3, "val")
+    for r in ranks:
+        assert torch.equal(r["assignments"], levels[0].assignments)
+        for ours, theirs in zip(r["centroids"], [lvl.centroids for lvl in levels]):
+            assert torch.allclose(ours, theirs, atol=1e-5)
+        for ours, theirs in zip(r["phi"], [lvl.concentration for lvl in levels]):
+            assert torch.allclose(ours, theirs, atol=1e-5)
+        for key, value in hierarchy.state_dict().items():
+            assert torch.allclose(r["hierarchy"][key].float(), value.float(), atol=1e-5), key
+        assert r["knn"] == pytest.approx(knn)
+
+
+def test_collectives_are_identities_on_one_process() -> None:
+    from lightning_modules.components.distributed import all_reduce_sum, gather, gather_variable, gather_with_grad
+
+    x = torch.randn(3, 2, requires_grad=True)
+    assert gather(x) is x and gather_variable(x) is x and gather_with_grad(x) is x
+    y = torch.ones(2)
+    assert all_reduce_sum(y) is y
+    assert F.normalize(x, dim=1).shape == (3, 2)
