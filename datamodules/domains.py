@@ -427,8 +427,5 @@ class DomainDataModule(pl.LightningDataModule):
         return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, shuffle=False,
                           num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available())
 
-    def val_dataloader(self) -> list:
-        return []
-
     def test_dataloader(self) -> DataLoader:
         return self.feature_dataloader("eval")

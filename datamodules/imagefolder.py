@@ -226,10 +226,6 @@ class ImageDataModule(pl.LightningDataModule):
                                                                                           self.eval_labels)
         return self._loader(ImageDataset(files, labels, self.eval_transform, "image"), self.eval_batch_size, False)
 
-    def val_dataloader(self) -> list:
-        # Representation methods have no validation step; the kNN monitor reads feature_dataloader("eval").
-        return []
-
     def test_dataloader(self) -> DataLoader:
         return self.feature_dataloader("eval")
 

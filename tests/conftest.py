@@ -14,6 +14,10 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+# The environment before any test ran: command-line runs start from it. An in-process Trainer with a DDP
+# strategy exports LOCAL_RANK / WORLD_SIZE / MASTER_PORT, which a later `python train.py trainer=ddp_sim`
+# would inherit and misread as "launched by an external launcher".
+CLEAN_ENV = dict(os.environ)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -50,6 +54,17 @@ REPR_TINY = [
     "callbacks.representation_eval.probe_epochs=5",
 ]
 SMALL_TRUNK = ["model/backbone=conv", "model.backbone.widths=[8,16]"]
+# DCoDR at test size: 16 px images, 2 x 4 balanced batches, a small generator, short probes.
+DCODR_TINY = [
+    "data.source.size=16",
+    "data.domains_per_batch=2",
+    "data.per_domain=4",
+    "data.num_workers=0",
+    "model.encoder.hidden_dim=null",
+    "callbacks.disentanglement.mlp_epochs=2",
+    "callbacks.disentanglement.linear_epochs=2",
+]
+DCODR_GENERATOR_TINY = ["model.generator.channels=16", "model.reconstruction.perceptual=false"]
 HCSC_TINY = ["model.warmup_epochs=0", "model.num_clusters=[6,4,2]", "model.kmeans_restarts=1"]
 
 
@@ -160,3 +175,61 @@ def resnet18_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         torch.save({"state_dict": {f"module.encoder_q.{k}": v for k, v in trunk.net.state_dict().items()}},
                    paths[name])
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_cars3d_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The public Cars3D layout with 6 cars of 16 px renders: cars/car_XXX_mesh.mat (im: 16x16x3x24x4), list.txt."""
+    from scipy.io import savemat
+
+    root = tmp_path_factory.mktemp("cars3d")
+    folder = root / "cars"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    names = []
+    for car in range(6):
+        base = rng.integers(0, 255, size=3)
+        im = np.zeros((16, 16, 3, 24, 4), dtype=np.uint8)
+        for azimuth in range(24):
+            for elevation in range(4):
+                im[:, :, :, azimuth, elevation] = np.clip(base + rng.integers(0, 40, (16, 16, 3)) + azimuth * 4
+                                                          + elevation * 20, 0, 255)
+        name = f"car_{car:03d}_mesh"
+        savemat(folder / f"{name}.mat", {"im": im, "mask": np.ones((16, 16, 24, 4), dtype=np.uint8)})
+        names.append(name)
+    (folder / "list.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_domain_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Stand-ins for the other DCoDR layouts: a 3dshapes.h5, a DCoDR npz, a <domain>/<image> folder + CSV."""
+    root = tmp_path_factory.mktemp("domain_files")
+    rng = np.random.default_rng(4)
+    files: dict[str, Path] = {}
+    try:
+        import h5py
+
+        hues = [rng.integers(0, 3, 64) / 3 for _ in range(3)]
+        labels = np.stack([*hues, 0.75 + rng.integers(0, 2, 64) / 4, np.repeat(np.arange(4), 16),
+                           rng.integers(0, 3, 64) * 10.0], axis=1)
+        with h5py.File(root / "3dshapes.h5", "w") as handle:
+            handle["images"] = rng.integers(0, 255, (64, 64, 64, 3), dtype=np.uint8)
+            handle["labels"] = labels
+        files["shapes3d"] = root / "3dshapes.h5"
+    except ImportError:
+        pass
+    np.savez(root / "prepared.npz", imgs=rng.integers(0, 255, (48, 16, 16), dtype=np.uint8),
+             classes=np.repeat(np.arange(4), 12), azimuth=np.arange(48) % 3, elevation=np.arange(48) % 2,
+             lighting=np.arange(48) % 4)
+    files["npz"] = root / "prepared.npz"
+    folder = root / "edges2shoes"
+    rows = ["path,shoe_type"]
+    for domain in ("edges", "photo"):
+        (folder / domain).mkdir(parents=True)
+        for i in range(16):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / domain / f"{i}.png")
+            rows.append(f"{domain}/{i}.png,{['boot', 'sandal'][i % 2]}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    files["folder"] = folder
+    return files

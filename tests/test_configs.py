@@ -20,6 +20,15 @@ NEEDS_ROOT = {"nlcl_rain100l": "paired", "nlcl_realrain": "shared"}
 def data_overrides(name: str, paired: Path, shared: Path, roots: dict | None = None) -> list[str]:
     """Command-line values an experiment needs: its data location (and a trunk checkpoint for linear probes)."""
     roots = roots or {}
+    if name.endswith("cars3d"):
+        return [f"data.source.root={roots['cars3d']}"]
+    if name == "dcodr_shapes3d":
+        return [f"data.source.path={roots['shapes3d']}"]
+    if name in ("dcodr_smallnorb", "dcodr_celeba"):
+        keys = "[azimuth,elevation,lighting]" if name == "dcodr_smallnorb" else "[azimuth]"
+        return [f"data.source.path={roots['npz']}", f"data.source.factor_keys={keys}"]
+    if name == "dcodr_edges2shoes":
+        return [f"data.source.root={roots['folder']}", f"data.source.factors_csv={roots['folder'] / 'labels.csv'}"]
     if "imagenet" in name:
         extra = [f"model.backbone.checkpoint={roots['imagenet_trunk']}", "model/backbone=resnet18"] if (
             name.startswith("linear")) else []
@@ -45,15 +54,18 @@ def resolve_all(cfg) -> None:
 
 
 @pytest.fixture
-def data_roots(tiny_imagenet_root, tiny_cifar_root, resnet18_checkpoints) -> dict:
-    return {"imagenet": tiny_imagenet_root, "cifar": tiny_cifar_root,
-            "imagenet_trunk": resnet18_checkpoints["imagenet"], "cifar_trunk": resnet18_checkpoints["cifar"]}
+def data_roots(tiny_imagenet_root, tiny_cifar_root, resnet18_checkpoints, tiny_cars3d_root, tiny_domain_files) -> dict:
+    return {"imagenet": tiny_imagenet_root, "cifar": tiny_cifar_root, "cars3d": tiny_cars3d_root,
+            "imagenet_trunk": resnet18_checkpoints["imagenet"], "cifar_trunk": resnet18_checkpoints["cifar"],
+            **{k: v for k, v in tiny_domain_files.items()}}
 
 
 def test_experiments_exist() -> None:
     assert {"nlcl_demo", "nlcl_rain100l", "nlcl_realrain", "nlcl_paper"} <= set(EXPERIMENTS)
     assert {"hcsc_imagenet_200ep", "hcsc_imagenet_multicrop_200ep", "mocov2_imagenet_200ep", "hcsc_cifar",
             "mocov2_cifar", "linear_imagenet", "linear_cifar"} <= set(EXPERIMENTS)
+    assert {f"{m}_{d}" for m in ("dcodr", "dcodr_norec", "contrastive") for d in ("cars3d", "shapes")} | {
+        "dcodr_shapes3d", "dcodr_smallnorb", "dcodr_celeba", "dcodr_edges2shoes"} <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("config_name", ["train", "eval"])

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import HCSC_TINY, NLCL_TINY, REPR_TINY, ROOT, SMALL_TRUNK
+from conftest import CLEAN_ENV, DCODR_GENERATOR_TINY, DCODR_TINY, HCSC_TINY, NLCL_TINY, REPR_TINY, ROOT, SMALL_TRUNK
 from test_configs import EXPERIMENTS, data_overrides
 
-CPU = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32-true"]
+# One CPU process: the ImageNet experiments' DDP strategy is replaced so the in-process run stays single-process.
+CPU = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32-true", "trainer.strategy=auto"]
 
 
 def tiny(experiment: str) -> list[str]:
@@ -24,13 +24,19 @@ def tiny(experiment: str) -> list[str]:
     if experiment.startswith(("hcsc", "mocov2")):
         trunk = [] if experiment == "hcsc_cifar" else SMALL_TRUNK  # one run keeps the real ResNet-18 CIFAR trunk
         return REPR_TINY + trunk + (HCSC_TINY if experiment.startswith("hcsc") else [])
+    if experiment.startswith(("dcodr", "contrastive")):
+        trunk = [] if experiment.endswith("shapes") else ["model/backbone@model.encoder.backbone=conv",
+                                                         "model.encoder.backbone.widths=[8,16]"]
+        with_generator = not experiment.startswith(("dcodr_norec", "contrastive"))
+        return DCODR_TINY + trunk + (DCODR_GENERATOR_TINY if with_generator else [])
     return []
 
 
 @pytest.fixture
-def data_roots(tiny_imagenet_root, tiny_cifar_root, resnet18_checkpoints) -> dict:
-    return {"imagenet": tiny_imagenet_root, "cifar": tiny_cifar_root,
-            "imagenet_trunk": resnet18_checkpoints["imagenet"], "cifar_trunk": resnet18_checkpoints["cifar"]}
+def data_roots(tiny_imagenet_root, tiny_cifar_root, resnet18_checkpoints, tiny_cars3d_root, tiny_domain_files) -> dict:
+    return {"imagenet": tiny_imagenet_root, "cifar": tiny_cifar_root, "cars3d": tiny_cars3d_root,
+            "imagenet_trunk": resnet18_checkpoints["imagenet"], "cifar_trunk": resnet18_checkpoints["cifar"],
+            **tiny_domain_files}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -54,6 +60,10 @@ def test_fast_dev_run(make_cfg, experiment, paired_rain_dir, shared_like_root, d
         assert metrics["cluster/nonempty_0"] >= 1 and "train/proto" in metrics
     if experiment.startswith("linear"):
         assert 0 <= metrics["test/linear_top1"] <= 1
+    if experiment.startswith(("dcodr", "contrastive")):
+        assert {"test/domain_acc", "test/domain_chance", "test/domain_linear_acc", "test/retrieval_domain_top1"} <= set(
+            metrics)
+        assert "train/reconstruction" in metrics or "norec" in experiment or "contrastive" in experiment
 
 
 def last_checkpoint(run_dir: Path) -> dict:
@@ -89,8 +99,17 @@ def test_resume_after_a_kill_continues_steps_optimiser_and_schedule(make_cfg, tm
         assert ours["_last_lr"] == pytest.approx(theirs["_last_lr"])
 
 
-def cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    # A fresh rendezvous port per run: back-to-back DDP runs must not meet a port still in TIME_WAIT.
+    full_env = {**CLEAN_ENV, "PYTHONUNBUFFERED": "1", "MASTER_PORT": str(free_port()), **(env or {})}
     result = subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True,
                             timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -123,6 +142,24 @@ def test_ddp_sim_two_processes_write_one_run_folder(make_cfg, tmp_path) -> None:
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] == 2 * 2  # 8 samples / (2 ranks x batch 2) = 2 iterations, D + G each
     assert (run_dir / "images" / "test_grid.png").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_ddp_sim_hcsc_and_dcodr_train_on_two_processes(tmp_path, tiny_cifar_root) -> None:
+    """HCSC clusters the sharded training set inside Lightning; DCoDR draws per-rank balanced batches."""
+    common = ["trainer=ddp_sim", "trainer.max_epochs=1", "print_config=false", "trainer.enable_progress_bar=false",
+              f"paths.log_dir={tmp_path}"]
+    cli("train.py", "experiment=hcsc_cifar", f"data.root={tiny_cifar_root}", *REPR_TINY, *SMALL_TRUNK, *HCSC_TINY,
+        "data.global_batch_size=8", *common, f"hydra.run.dir={tmp_path / 'hcsc'}")
+    hcsc = json.loads((tmp_path / "hcsc" / "metrics.json").read_text())
+    assert hcsc["cluster/nonempty_0"] >= 1 and "test/knn_top1" in hcsc and "test/nmi" in hcsc
+    cli("train.py", "experiment=dcodr_shapes", "data.source.per_domain=24", *DCODR_TINY, *DCODR_GENERATOR_TINY,
+        *common, f"hydra.run.dir={tmp_path / 'dcodr'}")
+    dcodr = json.loads((tmp_path / "dcodr" / "metrics.json").read_text())
+    assert {"test/domain_acc", "test/retrieval_domain_top1", "train/reconstruction"} <= set(dcodr)
+    checkpoint = torch.load(tmp_path / "dcodr" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 86 // (2 * 4 * 2)  # 86 training images, 2 x 4 per rank, 2 ranks
 
 
 @pytest.mark.slow

@@ -54,6 +54,9 @@ class DCoDR(BaseModule):
     ) -> None:
         super().__init__(optimizer or functools.partial(torch.optim.Adam, betas=(0.5, 0.999)), scheduler,
                          channels_last)
+        if generator is not None and not callable(generator):
+            raise TypeError("`model.generator` must be a partial DomainGenerator config (`_partial_: true`) or null, "
+                            f"got {type(generator).__name__}")
         self.save_hyperparameters(ignore=["encoder", "generator", "reconstruction", "optimizer"], logger=False)
         self.encoder = encoder
         self.generator_factory = generator
@@ -132,6 +135,16 @@ class DCoDR(BaseModule):
         logs["train/loss"] = loss.detach()
         self.log_dict(logs, prog_bar=True, batch_size=images.shape[0])
         return loss
+
+    @staticmethod
+    def summary_lines(metrics: dict[str, float]) -> list[str]:
+        if "test/domain_acc" not in metrics:
+            return []
+        factors = sorted(k[5:-4] for k in metrics if k.endswith("_acc") and "linear" not in k and "domain" not in k)
+        content = ", ".join(f"{f} {metrics[f'test/{f}_acc']:.3f}" for f in factors)
+        domain, chance = metrics["test/domain_acc"], metrics["test/domain_chance"]
+        return [f"domain accuracy {domain:.3f} (chance {chance:.3f}; lower = more invariant); "
+                f"content accuracy: {content}"]
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Content codes of the held-out split; the probe callbacks collect them."""

@@ -168,7 +168,8 @@ class HCSC(MoCoV2):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prototype contrast with prototype selection below the top level; mean over levels, and the keep ratio."""
         target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-        losses, ratios = [], []
+        losses = []
+        kept, offered = q.new_zeros(()), q.new_zeros(())
         top = self.hierarchy.num_levels - 1
         for level, level_labels in enumerate(labels):
             centroids = self.hierarchy.centroids(level)
@@ -178,10 +179,11 @@ class HCSC(MoCoV2):
             if self.hparams.prototype_selection and level < top:
                 probability = prototype_keep_probability(self.hierarchy.parent_probability(level), labels[level + 1])
                 keep = torch.bernoulli(probability).bool()
-                ratios.append(keep[:, candidates].float().mean())
+                kept = kept + (keep & candidates).sum()  # masked sums: no data-dependent shapes, no host sync
+                offered = offered + candidates.sum() * keep.shape[0]
             logits = prototype_logits(q, centroids, self.hierarchy.concentration(level), level_labels, candidates,
                                       keep, self.hparams.masking)
             losses.append(F.cross_entropy(logits, target))
-        ratio = torch.stack(ratios).mean() if ratios else q.new_ones(())
+        ratio = kept / offered.clamp_min(1) if self.hparams.prototype_selection else q.new_ones(())
         return torch.stack(losses).mean(), ratio
 

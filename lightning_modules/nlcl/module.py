@@ -296,6 +296,15 @@ class NLCL(BaseModule):
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)
 
+    @staticmethod
+    def summary_lines(metrics: dict[str, float]) -> list[str]:
+        """The demo's headline: held-out PSNR/SSIM of the rainy input against the derained output."""
+        if "test/psnr" not in metrics:
+            return []
+        rainy, derained = metrics["test/psnr_rainy"], metrics["test/psnr"]
+        return [f"held-out PSNR: rainy input {rainy:.2f} dB -> derained {derained:.2f} dB "
+                f"(SSIM {metrics['test/ssim_rainy']:.3f} -> {metrics['test/ssim']:.3f})"]
+
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         background = self.restore(batch["rainy"], with_rain=False)["background"].clamp(-1, 1)
         return {"name": list(batch["name"]), "image": (background + 1) / 2}

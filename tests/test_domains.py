@@ -1,0 +1,145 @@
+"""Labeled-domain data: the balanced sampler (one and two ranks), the loaders, splits and augmentations."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datamodules.domain_augment import PositiveAugment
+from datamodules.domains import (
+    BalancedDomainBatchSampler,
+    Cars3DSource,
+    DomainDataModule,
+    DomainFolderSource,
+    NpzSource,
+    ShapesSource,
+    stratified_domain_split,
+)
+from datamodules.shapes import FACTORS, render_shapes, sample_shapes
+
+
+def test_every_batch_is_domains_times_images() -> None:
+    domains = np.repeat(np.arange(10), 40)
+    sampler = BalancedDomainBatchSampler(domains, domains_per_batch=4, per_domain=8, seed=1)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 400 // 32
+    for batch in batches:
+        counts = Counter(int(domains[i]) for i in batch)
+        assert len(batch) == 32 and len(counts) == 4 and set(counts.values()) == {8}
+
+
+def test_two_ranks_never_share_a_sample_within_an_epoch() -> None:
+    domains = np.repeat(np.arange(6), 64)
+    ranks = [BalancedDomainBatchSampler(domains, 3, 8, rank=r, world_size=2, seed=0) for r in range(2)]
+    for epoch in (0, 1):
+        seen = []
+        for sampler in ranks:
+            sampler.set_epoch(epoch)
+            seen.append({i for batch in sampler for i in batch})
+        assert len(ranks[0]) == len(ranks[1]) == 384 // 48
+        assert not seen[0] & seen[1]
+    first = [b for b in ranks[0]]
+    ranks[0].set_epoch(5)
+    assert [b for b in ranks[0]] != first  # a new shuffle every epoch
+
+
+def test_small_domains_are_drawn_with_replacement_and_few_domains_are_allowed() -> None:
+    domains = np.array([0] * 3 + [1] * 50)
+    batches = list(BalancedDomainBatchSampler(domains, domains_per_batch=4, per_domain=8, seed=0))
+    for batch in batches:
+        assert len(batch) == 16 and Counter(int(domains[i]) for i in batch) == {0: 8, 1: 8}
+
+
+def test_shapes_factors_are_rendered_and_independent_of_the_domain() -> None:
+    images, domains, factors = sample_shapes(50, size=32, seed=0)
+    assert images.shape == (200, 32, 32, 3) and images.dtype == np.uint8
+    assert set(factors) == set(FACTORS) and all(factors[k].max() < v for k, v in FACTORS.items())
+    again = sample_shapes(50, size=32, seed=0)[0]
+    assert np.array_equal(images, again)
+    # Every factor changes the picture; the shape alone changes it too (a circle's orientation shows in the floor).
+    base = {k: np.zeros(1, dtype=int) for k in FACTORS}
+    reference = render_shapes(np.array([1]), base, 32)
+    for name in FACTORS:
+        changed = dict(base, **{name: np.array([FACTORS[name] - 1])})
+        assert not np.array_equal(render_shapes(np.array([1]), changed, 32), reference), name
+    assert not np.array_equal(render_shapes(np.array([0]), base, 32), reference)
+
+
+def test_cars3d_layout(tiny_cars3d_root: Path, tmp_path: Path) -> None:
+    data = Cars3DSource(str(tiny_cars3d_root), size=8, cache_dir=str(tmp_path)).load()
+    assert data.images.shape == (6 * 96, 8, 8, 3)
+    assert data.factor_levels == {"content": 96, "azimuth": 24, "elevation": 4}
+    assert np.array_equal(data.factors["content"], data.factors["elevation"] * 24 + data.factors["azimuth"])
+    assert data.domain_names[0] == "car_000" and (data.domains == 5).sum() == 96
+    cached = Cars3DSource(str(tiny_cars3d_root), size=8, cache_dir=str(tmp_path)).load()  # from the cache
+    assert np.array_equal(cached.images, data.images)
+    with pytest.raises(FileNotFoundError, match="data.source.root"):
+        Cars3DSource(str(tmp_path / "missing")).load()
+
+
+def test_domain_folder_with_a_factor_table(tmp_path: Path) -> None:
+    rows = [("path", "pose", "colour")]
+    for d in ("photo", "edges"):
+        (tmp_path / d).mkdir()
+        for i in range(4):
+            Image.new("RGB", (20, 20), (i * 40, 0, 0)).save(tmp_path / d / f"{i}.png")
+            rows.append((f"{d}/{i}.png", str(i % 2), ["red", "blue"][i // 2]))
+    table = tmp_path / "labels.csv"
+    with table.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    data = DomainFolderSource(str(tmp_path), factors_csv=str(table), size=16).load()
+    assert data.images.shape == (8, 16, 16, 3) and data.domain_names == ["edges", "photo"]
+    assert data.factor_levels == {"pose": 2, "colour": 2}
+    with table.open("w") as handle:
+        handle.write("path,pose\nphoto/0.png,1\n")
+    with pytest.raises(ValueError, match="no row for"):
+        DomainFolderSource(str(tmp_path), factors_csv=str(table)).load()
+
+
+def test_npz_arrays_and_missing_keys(tmp_path: Path) -> None:
+    path = tmp_path / "smallnorb.npz"
+    np.savez(path, imgs=np.random.default_rng(0).integers(0, 255, (12, 16, 16), dtype=np.uint8),
+             classes=np.repeat(np.arange(3), 4), azimuth=np.arange(12) % 6)
+    data = NpzSource(str(path), factor_keys=["azimuth"], size=8).load()
+    assert data.images.shape == (12, 8, 8, 3) and data.factor_levels == {"azimuth": 6}
+    with pytest.raises(KeyError, match="lighting"):
+        NpzSource(str(path), factor_keys=["lighting"]).load()
+
+
+def test_split_is_stratified_and_seeded() -> None:
+    domains = np.repeat(np.arange(5), 20)
+    train, test = stratified_domain_split(domains, 0.1, seed=2)
+    assert len(test) == 10 and all((domains[test] == d).sum() == 2 for d in range(5))
+    assert not set(train) & set(test)
+    assert np.array_equal(stratified_domain_split(domains, 0.1, seed=2)[1], test)
+
+
+def test_datamodule_batches_carry_positives_domains_and_factors() -> None:
+    dm = DomainDataModule(ShapesSource(per_domain=40, size=16), domains_per_batch=4, per_domain=4, num_workers=0)
+    assert dm.num_domains == 4 and dm.image_size == 16 and dm.has_test_data()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (16, 3, 16, 16) and batch["positive"].shape == (16, 3, 16, 16)
+    assert batch["image"].min() >= 0 and batch["image"].max() <= 1
+    assert set(batch["factors"]) == set(FACTORS) and batch["domain"].shape == (16,)
+    assert not torch.equal(batch["image"], batch["positive"])
+    test = list(dm.test_dataloader())
+    assert sum(len(b["index"]) for b in test) == 16 and "positive" not in test[0]
+
+
+def test_positive_augmentations() -> None:
+    image = torch.rand(3, 16, 16)
+    torch.manual_seed(0)
+    out = PositiveAugment()(image)
+    assert out.shape == image.shape and out.min() >= 0 and out.max() <= 1
+    for name in ("h_flip", "v_flip", "affine", "random_erasing", "hue_rot", "low_bright", "high_bright",
+                 "low_contrast", "grayscale", "simsiam"):
+        assert PositiveAugment([name])(image).shape == image.shape
+    assert torch.equal(PositiveAugment(["h_flip"])(image), image.flip(-1))
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        PositiveAugment(["jpeg"])
