@@ -71,10 +71,10 @@ def test_kmeans_prototypes_and_knn_match_one_process(tmp_path) -> None:
 
 
 def test_collectives_are_identities_on_one_process() -> None:
-    from lightning_modules.components.distributed import all_reduce_sum, gather, gather_variable, gather_with_grad
+    from lightning_modules.components.distributed import all_reduce_sum, broadcast, gather, gather_variable
 
     x = torch.randn(3, 2, requires_grad=True)
-    assert gather(x) is x and gather_variable(x) is x and gather_with_grad(x) is x
+    assert gather(x) is x and gather_variable(x) is x and broadcast(x) is x
     y = torch.ones(2)
     assert all_reduce_sum(y) is y
     assert F.normalize(x, dim=1).shape == (3, 2)

@@ -67,13 +67,15 @@ def test_selective_losses_reduce_to_moco_when_everything_is_kept() -> None:
     q, k = F.normalize(torch.randn(5, 8), dim=1), F.normalize(torch.randn(5, 8), dim=1)
     labels = model.hierarchy.labels(torch.arange(5))
     keep_all = [torch.ones(5, 32, dtype=torch.bool)] * 2
-    plain, _ = model.instance_loss(q, k, model.queue.snapshot())
-    summed, masks, ratio = model.selective_instance_loss(q, k, labels, keep_all)
+    queue = model.queue.snapshot()
+    plain, _ = model.instance_loss(q, k, queue)
+    summed, masks, ratio = model.selective_instance_loss(q, k, queue, labels, keep_all)
     assert summed.item() == pytest.approx(2 * plain.item(), rel=1e-6) and ratio.item() == 1.0
     model.hparams.instance_reduction = "mean"
-    assert model.selective_instance_loss(q, k, labels, keep_all)[0].item() == pytest.approx(plain.item(), rel=1e-6)
+    mean = model.selective_instance_loss(q, k, queue, labels, keep_all)[0]
+    assert mean.item() == pytest.approx(plain.item(), rel=1e-6)
     model.hparams.instance_selection = False
-    single, masks, _ = model.selective_instance_loss(q, k, labels)
+    single, masks, _ = model.selective_instance_loss(q, k, queue, labels)
     assert single.item() == pytest.approx(plain.item(), rel=1e-6) and masks == []
     proto, proto_ratio = model.selective_prototype_loss(q, labels)
     assert torch.isfinite(proto) and 0 < proto_ratio <= 1

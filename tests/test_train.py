@@ -66,6 +66,19 @@ def test_fast_dev_run(make_cfg, experiment, paired_rain_dir, shared_like_root, d
         assert "train/reconstruction" in metrics or "norec" in experiment or "contrastive" in experiment
 
 
+@pytest.mark.parametrize("experiment", ["nlcl_demo", "hcsc_cifar", "dcodr_shapes"])
+def test_bf16_mixed_precision_runs_every_method(make_cfg, experiment, data_roots, paired_rain_dir,
+                                                shared_like_root) -> None:
+    from train import train
+
+    cfg = make_cfg(f"experiment={experiment}",
+                   *data_overrides(experiment, paired_rain_dir, shared_like_root, data_roots),
+                   *tiny(experiment), *CPU, "trainer.precision=bf16-mixed", "trainer.fast_dev_run=true")
+    metrics = train(cfg)
+    finite = [v for k, v in metrics.items() if k.startswith("train/")]
+    assert finite and all(v == v and abs(v) < 1e6 for v in finite)  # no NaN or overflow in the fp32 losses
+
+
 def last_checkpoint(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
 

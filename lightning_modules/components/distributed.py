@@ -52,27 +52,3 @@ def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     if is_distributed():
         dist.broadcast(tensor, src)
     return tensor
-
-
-class _GatherWithGradient(torch.autograd.Function):
-    """all_gather whose backward sums the gradients of all ranks and returns this rank's slice.
-
-    With DDP averaging gradients over ranks, a loss computed on the gathered batch then gets the same gradient
-    as the single-process loss on the concatenated batch.
-    """
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.size = tensor.shape[0]
-        return gather(tensor)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        grad = grad.contiguous()
-        all_reduce_sum(grad)
-        return grad[rank() * ctx.size: (rank() + 1) * ctx.size]
-
-
-def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """``gather`` that lets gradients flow back to every rank's own slice."""
-    return _GatherWithGradient.apply(tensor) if is_distributed() else tensor

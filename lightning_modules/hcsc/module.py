@@ -120,14 +120,17 @@ class HCSC(MoCoV2):
             return super().training_step(batch, batch_idx)
         views = batch["views"]
         q, k = self.query(views[0]), self.key(views[1])
+        queue = self.queue.snapshot()
         labels = self.hierarchy.labels(batch["index"])
-        instance, keep_masks, keep_ratio = self.selective_instance_loss(q, k, labels)
+        instance, keep_masks, keep_ratio = self.selective_instance_loss(q, k, queue, labels)
         proto, proto_keep_ratio = self.selective_prototype_loss(q, labels)
         loss = instance + proto
-        for local in views[2:]:
+        for local in views[2:]:  # multi-crop: local queries against the same key, queue and prototypes
             q_local = self.query(local)
-            masks = keep_masks if self.hparams.selection_on_local else None
-            loss = loss + self.selective_instance_loss(q_local, k, labels, masks)[0]
+            if self.hparams.selection_on_local:  # reuse the global query's masks: L levels of CE per view
+                loss = loss + self.selective_instance_loss(q_local, k, queue, labels, keep_masks)[0]
+            else:  # official without the flag: one unselected InfoNCE per view
+                loss = loss + self.instance_loss(q_local, k, queue)[0]
             loss = loss + self.selective_prototype_loss(q_local, labels)[0]
         self.queue.enqueue(gather(k))
         self.log_dict({"train/loss": loss.detach(), "train/instance": instance.detach(), "train/proto": proto.detach(),
@@ -136,7 +139,7 @@ class HCSC(MoCoV2):
         return loss
 
     def selective_instance_loss(
-        self, q: torch.Tensor, k: torch.Tensor, labels: list[torch.Tensor],
+        self, q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, labels: list[torch.Tensor],
         masks: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """Instance contrast with negative selection at every level; returns loss, the masks, the keep ratio.
@@ -144,7 +147,6 @@ class HCSC(MoCoV2):
         ``masks`` (one per level) are reused instead of drawn: the local views of multi-crop.
         """
         target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-        queue = self.queue.snapshot()
         if not self.hparams.instance_selection:
             logits = selected_instance_logits(q, k, queue, None, self.temperature)
             return F.cross_entropy(logits, target), [], q.new_ones(())
