@@ -19,14 +19,16 @@ from lightning_modules.components.backbones import Backbone
 
 
 class LinearProbe(BaseModule):
+    compile_targets = ("backbone",)
+
     """Args:
         backbone: the trunk, with ``checkpoint`` pointing at the pretraining run (required for a real probe).
         num_classes: classes; None reads ``trainer.datamodule.num_classes``.
     """
 
     def __init__(self, backbone: Backbone, num_classes: int | None = None, optimizer: OptimizerFactory | None = None,
-                 scheduler: dict[str, Any] | None = None, channels_last: bool = False) -> None:
-        super().__init__(optimizer, scheduler, channels_last)
+                 scheduler: dict[str, Any] | None = None, channels_last: bool = False, compile: bool = False) -> None:
+        super().__init__(optimizer, scheduler, channels_last, compile)
         self.save_hyperparameters(ignore=["backbone", "optimizer"], logger=False)
         self.backbone = backbone.requires_grad_(False).eval()
         self.classifier: nn.Linear | None = None

@@ -142,3 +142,11 @@ def test_schedule_is_constant_then_linear_over_iterations() -> None:
     lrs = [opt.param_groups[0]["lr"] for opt in trainer.optimizers]
     # 4 iterations, the last 2 decay: factors 1, 1, 0.55, 0.1 -> after 4 scheduler steps the rate is 0.1 x.
     assert lrs == pytest.approx([1e-4, 1e-4])
+
+
+def test_compile_keeps_parameter_names_for_checkpoints() -> None:
+    model = tiny_nlcl(compile=True)
+    keys = list(model.state_dict())
+    model.on_fit_start()  # compiles G_B, G_R and D in place (lazily: nothing runs until the first forward)
+    assert list(model.state_dict()) == keys
+    assert model.G_B._compiled_call_impl is not None

@@ -23,6 +23,8 @@ from lightning_modules.dcodr.networks import ContentEncoder, DomainGenerator
 
 
 class DCoDR(BaseModule):
+    compile_targets = ("encoder", "generator")
+
     """Args:
         encoder: the content encoder E.
         generator: a partially instantiated ``DomainGenerator`` (built in ``setup`` once the data gives the number
@@ -51,9 +53,10 @@ class DCoDR(BaseModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: dict[str, Any] | None = None,
         channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__(optimizer or functools.partial(torch.optim.Adam, betas=(0.5, 0.999)), scheduler,
-                         channels_last)
+                         channels_last, compile)
         if generator is not None and not callable(generator):
             raise TypeError("`model.generator` must be a partial DomainGenerator config (`_partial_: true`) or null, "
                             f"got {type(generator).__name__}")

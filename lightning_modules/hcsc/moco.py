@@ -51,6 +51,8 @@ def infonce_logits(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, te
 
 
 class MoCoV2(BaseModule):
+    compile_targets = ("encoder_q", "encoder_k")
+
     """MoCo v2 with a persistent, globally gathered queue.
 
     Args:
@@ -74,8 +76,9 @@ class MoCoV2(BaseModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: dict[str, Any] | None = None,
         channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
-        super().__init__(optimizer, scheduler, channels_last)
+        super().__init__(optimizer, scheduler, channels_last, compile)
         self.save_hyperparameters(ignore=["backbone", "optimizer"], logger=False)
         self.encoder_q = ProjectedEncoder(backbone, MLPHead(backbone.feature_dim, projection_hidden, projection_dim))
         self.encoder_k = copy.deepcopy(self.encoder_q)

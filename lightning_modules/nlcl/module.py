@@ -27,6 +27,8 @@ from lightning_modules.nlcl.sampler import NonLocalSampler, gather_features
 
 
 class NLCL(BaseModule):
+    compile_targets = ("G_B", "G_R", "D")
+
     """NLCL with code-faithful defaults (yunguo224/NLCL @ f4b44ac) and the paper-figure variants as switches.
 
     Args:
@@ -83,8 +85,9 @@ class NLCL(BaseModule):
         inference_overlap: int = 64,
         save_test_outputs: bool = False,
         channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
-        super().__init__(optimizer, scheduler, channels_last)
+        super().__init__(optimizer, scheduler, channels_last, compile)
         self.save_hyperparameters(ignore=["generator_b", "generator_r", "discriminator", "optimizer"], logger=False)
         self.automatic_optimization = False
         self.G_B, self.G_R, self.D = generator_b, generator_r, discriminator
