@@ -12,14 +12,13 @@ informative), 1-NN retrieval and training steps/s. Cars3D is skipped when its fo
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, run_cli, time_budget  # noqa: E402
+
 VARIANTS = ("contrastive", "dcodr_norec", "dcodr")
 CPU_CARS3D = ["model/backbone@model.encoder.backbone=conv", "model.encoder.hidden_dim=null", "data.source.size=32",
               "trainer=cpu"]
@@ -27,19 +26,10 @@ GENERATOR_CPU = ["model.generator.channels=64", "model.reconstruction.perceptual
 
 
 def run(experiment: str, minutes: float, out: Path, extra: list[str]) -> dict:
-    run_dir = out / experiment
-    budget = f"trainer.max_time=00:00:{int(minutes):02d}:{int(minutes % 1 * 60):02d}"
-    command = [sys.executable, "train.py", f"experiment={experiment}", budget, "trainer.max_epochs=1000",
-               "data.num_workers=1", "callbacks.disentanglement.mlp_epochs=30", "print_config=false",
-               "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", *extra]
-    start = time.time()
-    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    rows = [r for r in csv.DictReader((run_dir / "csv" / "metrics.csv").open()) if r.get("step")]
-    metrics["steps"] = max(int(r["step"]) for r in rows)
-    metrics["epochs"] = 1 + max(int(r["epoch"]) for r in rows)
+    metrics = run_cli("train.py", out / experiment, [
+        f"experiment={experiment}", time_budget(minutes), "trainer.max_epochs=1000", "data.num_workers=1",
+        "callbacks.disentanglement.mlp_epochs=30", *extra])
     metrics["steps_per_second"] = metrics["steps"] / (minutes * 60)
-    metrics["wall_minutes"] = (time.time() - start) / 60
     return metrics
 
 

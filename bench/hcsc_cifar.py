@@ -12,35 +12,21 @@ and clustering NMI / ACC of the held-out 2,000 images. Skips cleanly when the da
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-COMMON = ["trainer=cpu", "data.num_workers=1", "print_config=false", "trainer.enable_progress_bar=false",
-          "callbacks.representation_eval.every_n_epochs=0"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, run_cli, time_budget  # noqa: E402
+
+COMMON = ["trainer=cpu", "data.num_workers=1", "callbacks.representation_eval.every_n_epochs=0"]
 # CPU scale: ResNet-18 with its ImageNet stem (16x fewer FLOPs at 32 px than the CIFAR stem), so that a 12-minute
 # budget holds a dozen epochs and HCSC's prototypes act for most of them. --cifar-stem restores the experiment's.
 CPU_TRUNK = ["model/backbone=resnet18"]
 
 
 def run(script: str, name: str, experiment: str, root: Path, out: Path, extra: list[str]) -> dict:
-    run_dir = out / name
-    command = [sys.executable, script, f"experiment={experiment}", f"data.root={root}", *COMMON,
-               f"hydra.run.dir={run_dir}", *extra]
-    start = time.time()
-    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics["wall_minutes"] = (time.time() - start) / 60
-    log = run_dir / "csv" / "metrics.csv"
-    if log.exists():
-        rows = list(csv.DictReader(log.open()))
-        metrics["epochs"] = 1 + max(int(r["epoch"]) for r in rows if r.get("epoch"))
-        metrics["steps"] = max(int(r["step"]) for r in rows if r.get("step"))
-    return metrics
+    return run_cli(script, out / name, [f"experiment={experiment}", f"data.root={root}", *COMMON, *extra])
 
 
 def main() -> None:
@@ -56,7 +42,7 @@ def main() -> None:
     if not (args.root / "test").is_dir():
         print(f"skipped: no CIFAR-10 ImageFolder at {args.root}")
         return
-    budget = f"trainer.max_time=00:00:{int(args.minutes):02d}:{int(args.minutes % 1 * 60):02d}"
+    budget = time_budget(args.minutes)
     root = args.root.resolve()
     rows = {
         "random init": run("eval.py", "random_init", "mocov2_cifar", root, args.out, ["mode=test", *trunk]),

@@ -24,6 +24,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import timed_steps  # noqa: E402
+
 from lightning_modules.components.backbones import ResNetBackbone  # noqa: E402
 from lightning_modules.components.kmeans import hierarchical_kmeans  # noqa: E402
 from lightning_modules.hcsc.moco import MoCoV2  # noqa: E402
@@ -123,16 +126,7 @@ def plain_rate(args: argparse.Namespace) -> float:
         scaler.update()
         queue = torch.cat((queue[args.batch:], k.detach()))
 
-    for _ in range(args.warmup):
-        step()
-    if args.device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if args.device == "cuda":
-        torch.cuda.synchronize()
-    return args.batch * args.steps / (time.perf_counter() - start)
+    return args.batch * args.steps / timed_steps(step, args.warmup, args.steps, args.device)
 
 
 def main() -> None:

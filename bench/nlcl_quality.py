@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, run_cli, time_budget  # noqa: E402
 
 # The demo's CPU scale of the same method (see conf/experiment/nlcl_demo.yaml).
 CPU_SCALE = [
@@ -33,15 +32,8 @@ CPU_SCALE = [
 
 
 def run(name: str, root: Path, minutes: float, epochs: int, out: Path, extra: list[str]) -> dict:
-    run_dir = out / name
-    command = [sys.executable, "train.py", "experiment=nlcl_rain100l", f"data.root={root}", *CPU_SCALE,
-               f"trainer.max_epochs={epochs}", f"trainer.max_time=00:00:{int(minutes):02d}:{int(minutes % 1 * 60):02d}",
-               "print_config=false", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", *extra]
-    start = time.time()
-    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics["wall_minutes"] = (time.time() - start) / 60
-    return metrics
+    return run_cli("train.py", out / name, ["experiment=nlcl_rain100l", f"data.root={root}", *CPU_SCALE,
+                                            f"trainer.max_epochs={epochs}", time_budget(minutes), *extra])
 
 
 def main() -> None:

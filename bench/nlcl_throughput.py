@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import timed_steps  # noqa: E402
 from nlcl_sampler_speed import official_loop  # noqa: E402
 
 from lightning_modules.nlcl.module import NLCL  # noqa: E402
@@ -132,16 +133,7 @@ def plain_rate(args: argparse.Namespace) -> float:
         scaler.step(opt_g)
         scaler.update()
 
-    for _ in range(args.warmup):
-        step()
-    if args.device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if args.device == "cuda":
-        torch.cuda.synchronize()
-    return args.batch * args.steps / (time.perf_counter() - start)
+    return args.batch * args.steps / timed_steps(step, args.warmup, args.steps, args.device)
 
 
 def main() -> None:
