@@ -21,7 +21,7 @@ def data_overrides(name: str, paired: Path, shared: Path, roots: dict | None = N
     """Command-line values an experiment needs: its data location (and a trunk checkpoint for linear probes)."""
     roots = roots or {}
     if name.endswith("cars3d"):
-        return [f"data.source.root={roots['cars3d']}"]
+        return [f"data.source.root={roots['cars3d']}", f"data.source.cache_dir={roots['cars3d'] / 'cache'}"]
     if name == "dcodr_shapes3d":
         return [f"data.source.path={roots['shapes3d']}"]
     if name in ("dcodr_smallnorb", "dcodr_celeba"):

@@ -79,6 +79,18 @@ def test_bf16_mixed_precision_runs_every_method(make_cfg, experiment, data_roots
     assert finite and all(v == v and abs(v) < 1e6 for v in finite)  # no NaN or overflow in the fp32 losses
 
 
+def test_hcsc_with_views_made_on_the_device(make_cfg, tiny_imagenet_root) -> None:
+    """The on-device augmentation stage replaces the loader-side one without touching the method."""
+    from train import train
+
+    cfg = make_cfg("experiment=hcsc_imagenet_200ep", "data=imagenet_device_views", f"data.root={tiny_imagenet_root}",
+                   "data.device_views.specs=[{size:32,count:2}]", "data.device_views.base_size=40",
+                   "data.eval_transform.resize=40", "data.eval_transform.crop=32", *REPR_TINY, *SMALL_TRUNK,
+                   *HCSC_TINY, *CPU, "trainer.fast_dev_run=true")
+    metrics = train(cfg)
+    assert "train/proto" in metrics and "test/knn_top1" in metrics
+
+
 def last_checkpoint(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
 
