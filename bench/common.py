@@ -20,15 +20,20 @@ def time_budget(minutes: float) -> str:
     return f"trainer.max_time=00:00:{int(minutes):02d}:{int(round(minutes % 1 * 60)):02d}"
 
 
-def run_cli(script: str, run_dir: Path, overrides: list[str]) -> dict:
+def run_cli(script: str, run_dir: Path, overrides: list[str], reuse: bool = False) -> dict:
     """Run ``train.py`` / ``eval.py`` with ``overrides`` in ``run_dir``; its metrics.json plus wall time and, when
-    a CSV log exists, the epochs and optimiser steps reached."""
-    command = [sys.executable, script, *overrides, "print_config=false", "trainer.enable_progress_bar=false",
-               f"hydra.run.dir={run_dir}"]
-    start = time.time()
-    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    a CSV log exists, the epochs and optimiser steps reached. ``reuse`` keeps a finished run (one with a
+    metrics.json) instead of running it again, so an interrupted benchmark resumes where it stopped."""
+    wall_file = run_dir / "bench_wall.json"
+    if not (reuse and (run_dir / "metrics.json").exists()):
+        command = [sys.executable, script, *overrides, "print_config=false", "trainer.enable_progress_bar=false",
+                   f"hydra.run.dir={run_dir}"]
+        start = time.time()
+        subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        wall_file.write_text(json.dumps({"wall_minutes": (time.time() - start) / 60}))
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics["wall_minutes"] = (time.time() - start) / 60
+    if wall_file.exists():
+        metrics.update(json.loads(wall_file.read_text()))
     log = run_dir / "csv" / "metrics.csv"
     if log.exists():
         rows = [r for r in csv.DictReader(log.open()) if r.get("step")]

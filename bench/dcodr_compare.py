@@ -25,10 +25,10 @@ CPU_CARS3D = ["model/backbone@model.encoder.backbone=conv", "model.encoder.hidde
 GENERATOR_CPU = ["model.generator.channels=64", "model.reconstruction.perceptual=false"]
 
 
-def run(experiment: str, minutes: float, out: Path, extra: list[str]) -> dict:
+def run(experiment: str, minutes: float, out: Path, extra: list[str], reuse: bool) -> dict:
     metrics = run_cli("train.py", out / experiment, [
         f"experiment={experiment}", time_budget(minutes), "trainer.max_epochs=1000", "data.num_workers=1",
-        "callbacks.disentanglement.mlp_epochs=30", *extra])
+        "callbacks.disentanglement.mlp_epochs=30", *extra], reuse=reuse)
     metrics["steps_per_second"] = metrics["steps"] / (minutes * 60)
     return metrics
 
@@ -50,15 +50,17 @@ def main() -> None:
     parser.add_argument("--cars3d", type=Path, default=ROOT.parent / "shared" / "data" / "cars3d")
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench" / "dcodr_compare")
+    parser.add_argument("--reuse", action="store_true", help="keep runs of --out that finished (metrics.json)")
     args = parser.parse_args()
-    shapes = {v: run(f"{v}_shapes", args.minutes, args.out, GENERATOR_CPU if v == "dcodr" else [])
+    shapes = {v: run(f"{v}_shapes", args.minutes, args.out, GENERATOR_CPU if v == "dcodr" else [], args.reuse)
               for v in VARIANTS}
     table("shapes (4 shapes x 1,000, 32 px)", shapes, ["wall_hue", "floor_hue", "object_hue", "scale", "orientation"])
     summary = {"shapes": shapes}
     if (args.cars3d / "cars").is_dir() or list(args.cars3d.glob("*.mat")):
         root = f"data.source.root={args.cars3d.resolve()}"
         cars = {v: run(f"{v}_cars3d", args.minutes, args.out,
-                       [root, *CPU_CARS3D, *(GENERATOR_CPU if v == "dcodr" else [])]) for v in VARIANTS}
+                       [root, *CPU_CARS3D, *(GENERATOR_CPU if v == "dcodr" else [])], args.reuse)
+                for v in VARIANTS}
         table("Cars3D (183 cars, CPU scale: 32 px, small CNN)", cars, ["content", "azimuth", "elevation"])
         summary["cars3d"] = cars
     else:

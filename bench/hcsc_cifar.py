@@ -25,8 +25,9 @@ COMMON = ["trainer=cpu", "data.num_workers=1", "callbacks.representation_eval.ev
 CPU_TRUNK = ["model/backbone=resnet18"]
 
 
-def run(script: str, name: str, experiment: str, root: Path, out: Path, extra: list[str]) -> dict:
-    return run_cli(script, out / name, [f"experiment={experiment}", f"data.root={root}", *COMMON, *extra])
+def run(script: str, name: str, experiment: str, root: Path, out: Path, extra: list[str], reuse: bool) -> dict:
+    overrides = [f"experiment={experiment}", f"data.root={root}", *COMMON, *extra]
+    return run_cli(script, out / name, overrides, reuse=reuse)
 
 
 def main() -> None:
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench" / "hcsc_cifar")
     parser.add_argument("--warmup", type=int, default=2, help="HCSC epochs of plain MoCo before clustering")
     parser.add_argument("--cifar-stem", action="store_true", help="the experiments' ResNet-18 CIFAR stem")
+    parser.add_argument("--reuse", action="store_true", help="keep runs of --out that finished (metrics.json)")
     args = parser.parse_args()
     trunk = [] if args.cifar_stem else CPU_TRUNK
     if not (args.root / "test").is_dir():
@@ -45,18 +47,21 @@ def main() -> None:
     budget = time_budget(args.minutes)
     root = args.root.resolve()
     rows = {
-        "random init": run("eval.py", "random_init", "mocov2_cifar", root, args.out, ["mode=test", *trunk]),
+        "random init": run("eval.py", "random_init", "mocov2_cifar", root, args.out, ["mode=test", *trunk],
+                           args.reuse),
         "MoCo v2": run("train.py", "mocov2", "mocov2_cifar", root, args.out,
-                       [budget, f"trainer.max_epochs={args.epochs}", *trunk]),
+                       [budget, f"trainer.max_epochs={args.epochs}", *trunk], args.reuse),
         "HCSC": run("train.py", "hcsc", "hcsc_cifar", root, args.out,
-                    [budget, f"trainer.max_epochs={args.epochs}", f"model.warmup_epochs={args.warmup}", *trunk]),
+                    [budget, f"trainer.max_epochs={args.epochs}", f"model.warmup_epochs={args.warmup}", *trunk],
+                    args.reuse),
     }
     stem = "CIFAR stem" if args.cifar_stem else "ImageNet stem (CPU scale)"
     print(f"CIFAR-10 (8,000 train / 2,000 held out), {args.minutes:g} min CPU each, ResNet-18 {stem}")
     print(f"{'model':12s} {'kNN@20':>8s} {'kNN@200':>8s} {'linear':>8s} {'NMI':>6s} {'ACC':>6s} {'epochs':>7s} "
           f"{'img/s':>7s}")
     for name, m in rows.items():
-        rate = m.get("steps", 0) * 256 / (m["wall_minutes"] * 60) if "steps" in m else float("nan")
+        minutes = m.get("wall_minutes", args.minutes)
+        rate = m.get("steps", 0) * 256 / (minutes * 60) if "steps" in m else float("nan")
         print(f"{name:12s} {m['test/knn_top1']:8.4f} {m['test/knn200_top1']:8.4f} {m['test/linear_top1']:8.4f} "
               f"{m['test/nmi']:6.3f} {m['test/acc']:6.3f} {m.get('epochs', 0):7d} {rate:7.1f}")
     (args.out / "summary.json").write_text(json.dumps(rows, indent=2))
