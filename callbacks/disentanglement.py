@@ -1,7 +1,9 @@
 """Disentanglement evaluation of content codes (DCoDR spec Sec. 4.2), through ``pl_module.embed``.
 
 Invariance: how well the *domain* is predicted from the content code (lower is better; chance is reported).
-Informativeness: how well each content factor is predicted (higher is better). Probes: the paper's MLP with early
+Informativeness: how well each content factor is predicted (higher is better); a continuous factor (CelebA's
+landmarks) is regressed instead, scored by its mean absolute error ``test/<factor>_l1`` (lower is better; the
+error of predicting the training median is ``test/<factor>_l1_baseline``). Probes: the paper's MLP with early
 stopping (``test/<target>_acc``), a linear probe (``test/<target>_linear_acc``) and 1-nearest-neighbour retrieval
 of every test image among all images (``test/retrieval_<target>_top1``). Probes train on the training split's
 codes and are scored on the held-out split. Rank 0 runs the probes; every rank embeds its own shard.
@@ -17,7 +19,13 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_modules.components.distributed import gather_variable
 from lightning_modules.components.evaluation import linear_probe
-from lightning_modules.components.probes import mlp_probe, retrieval_top1
+from lightning_modules.components.probes import (
+    median_predictor_l1,
+    mlp_probe,
+    mlp_regression_probe,
+    retrieval_top1,
+    ridge_regression_l1,
+)
 
 
 @torch.no_grad()
@@ -86,6 +94,9 @@ class DisentanglementProbes(pl.Callback):
             train_targets = {k: v[keep] for k, v in train_targets.items()}
         metrics: dict[str, float] = {"test/domain_chance": 1.0 / levels["domain"]}
         for name, test_y in test_targets.items():
+            if name not in levels:
+                metrics.update(self.regression_metrics(name, train_codes, train_targets[name], test_codes, test_y))
+                continue
             classes = levels[name]
             if name != "domain":
                 metrics[f"test/{name}_chance"] = float(torch.bincount(test_y, minlength=classes).max() / len(test_y))
@@ -97,11 +108,22 @@ class DisentanglementProbes(pl.Callback):
                                                                   classes, self.linear_epochs)["top1"]
         if self.retrieval:
             database = torch.cat((train_codes, test_codes))
-            labels = {k: torch.cat((train_targets[k], v)) for k, v in test_targets.items()}
+            labels = {k: torch.cat((train_targets[k], v)) for k, v in test_targets.items() if k in levels}
             index = torch.arange(train_codes.shape[0], database.shape[0], device=database.device)
             for name, value in retrieval_top1(test_codes, index, database, labels).items():
                 metrics[f"test/retrieval_{name}_top1"] = value
         domain_acc = metrics.get("test/domain_acc", float("nan"))
         rank_zero_info(f"[contrastlab] domain accuracy (lower = more invariant): {domain_acc:.3f} "
                        f"(chance {metrics['test/domain_chance']:.3f})")
+        return metrics
+
+    def regression_metrics(self, name: str, train_codes: torch.Tensor, train_y: torch.Tensor, test_codes: torch.Tensor,
+                           test_y: torch.Tensor) -> dict[str, float]:
+        """L1 errors of the probes for a continuous factor, and of the median predictor as the baseline."""
+        metrics = {f"test/{name}_l1_baseline": median_predictor_l1(train_y, test_y)}
+        if self.mlp:
+            metrics[f"test/{name}_l1"] = mlp_regression_probe(train_codes, train_y, test_codes, test_y,
+                                                              self.mlp_epochs, self.mlp_patience)
+        if self.linear:
+            metrics[f"test/{name}_linear_l1"] = ridge_regression_l1(train_codes, train_y, test_codes, test_y)
         return metrics

@@ -39,18 +39,25 @@ from datamodules.shapes import SHAPES, sample_shapes
 
 @dataclass
 class DomainData:
-    """Images (N, H, W, 3) uint8, domain ids (N,), factor labels {name: (N,)}, domain names."""
+    """Images (N, H, W, 3) uint8, domain ids (N,), categorical factor labels {name: (N,)}, domain names, and
+    continuous factors {name: (N,) or (N, K) float} (CelebA's landmarks), which are probed by regression."""
 
     images: np.ndarray
     domains: np.ndarray
     factors: dict[str, np.ndarray] = field(default_factory=dict)
     domain_names: list[str] = field(default_factory=list)
     factor_levels: dict[str, int] = field(default_factory=dict)
+    continuous: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.images)
-        if len(self.domains) != n or any(len(v) != n for v in self.factors.values()):
+        columns = {**self.factors, **self.continuous}
+        if len(self.domains) != n or any(len(v) != n for v in columns.values()):
             raise ValueError("images, domains and every factor must have the same length")
+        if set(self.factors) & set(self.continuous):
+            raise ValueError(f"factors {sorted(set(self.factors) & set(self.continuous))} are both categorical and "
+                             "continuous")
+        self.continuous = {k: np.asarray(v, dtype=np.float32) for k, v in self.continuous.items()}
         if not self.domain_names:
             self.domain_names = [str(d) for d in range(int(self.domains.max()) + 1)]
         for name, values in self.factors.items():
@@ -140,7 +147,8 @@ class Cars3DSource:
 
 class DomainFolderSource:
     """``<root>/<domain>/<image>``; an optional CSV (columns ``path`` relative to ``root``, then one column per
-    factor, integers or category names) gives content labels for evaluation."""
+    factor) gives content labels for evaluation: integer or name columns are categorical, columns with decimal
+    numbers are continuous (probed by regression)."""
 
     def __init__(self, root: str, factors_csv: str | None = None, size: int = 64) -> None:
         self.root, self.factors_csv, self.size = Path(root).expanduser(), factors_csv, size
@@ -158,11 +166,12 @@ class DomainFolderSource:
             domains += [d] * len(files)
         images = np.stack([np.asarray(load_rgb(p).resize((self.size, self.size))) for p in paths])
         factors: dict[str, np.ndarray] = {}
+        continuous: dict[str, np.ndarray] = {}
         if self.factors_csv:
-            factors = self._read_factors(paths)
-        return DomainData(images, np.asarray(domains), factors, [d.name for d in domain_dirs])
+            factors, continuous = self._read_factors(paths)
+        return DomainData(images, np.asarray(domains), factors, [d.name for d in domain_dirs], continuous=continuous)
 
-    def _read_factors(self, paths: Sequence[Path]) -> dict[str, np.ndarray]:
+    def _read_factors(self, paths: Sequence[Path]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         table = Path(self.factors_csv)
         if not table.exists():
             raise FileNotFoundError(f"factor table '{table}' does not exist (config key `data.source.factors_csv`)")
@@ -175,31 +184,50 @@ class DomainFolderSource:
         missing = [str(p) for p in paths if str(p.resolve()) not in by_path]
         if missing:
             raise ValueError(f"'{table}' has no row for {len(missing)} images, e.g. {missing[:3]}")
-        factors = {}
+        factors, continuous = {}, {}
         for column in columns:
             values = [by_path[str(p.resolve())][column] for p in paths]
-            try:
+            if all(_is_int(v) for v in values):
                 factors[column] = np.asarray([int(v) for v in values])
-            except ValueError:
+            elif all(_is_float(v) for v in values):
+                continuous[column] = np.asarray([float(v) for v in values], dtype=np.float32)
+            else:
                 codes = {v: i for i, v in enumerate(sorted(set(values)))}
                 factors[column] = np.asarray([codes[v] for v in values])
-        return factors
+        return factors, continuous
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class NpzSource:
     """Arrays in one ``.npz`` (DCoDR's ``cache/preprocess/<name>.npz``): images uint8 (N, H, W[, C]), domain ids,
-    and factor columns (``factor_keys``)."""
+    categorical factor columns (``factor_keys``) and continuous ones (``continuous_keys``, (N,) or (N, K): CelebA's
+    136 landmark coordinates)."""
 
     def __init__(self, path: str, image_key: str = "imgs", domain_key: str = "classes",
-                 factor_keys: Sequence[str] = (), size: int = 64) -> None:
+                 factor_keys: Sequence[str] = (), continuous_keys: Sequence[str] = (), size: int = 64) -> None:
         self.path, self.image_key, self.domain_key = Path(path).expanduser(), image_key, domain_key
-        self.factor_keys, self.size = list(factor_keys), size
+        self.factor_keys, self.continuous_keys, self.size = list(factor_keys), list(continuous_keys), size
 
     def load(self) -> DomainData:
         if not self.path.exists():
             raise FileNotFoundError(f"array file '{self.path}' does not exist (config key `data.source.path`)")
         arrays = np.load(self.path)
-        for key in [self.image_key, self.domain_key, *self.factor_keys]:
+        for key in [self.image_key, self.domain_key, *self.factor_keys, *self.continuous_keys]:
             if key not in arrays:
                 raise KeyError(f"'{self.path}' has no array `{key}`; it holds {sorted(arrays.files)}")
         images = arrays[self.image_key]
@@ -211,7 +239,9 @@ class NpzSource:
             scale = 255.0 if images.max() <= 1 else 1.0  # float images in [0, 1] or already 0-255
             images = np.clip(images * scale, 0, 255).round().astype(np.uint8)
         factors = {k: np.asarray(arrays[k]).astype(np.int64) for k in self.factor_keys}
-        return DomainData(_resize(images, self.size), np.asarray(arrays[self.domain_key]).astype(np.int64), factors)
+        continuous = {k: np.asarray(arrays[k]).astype(np.float32) for k in self.continuous_keys}
+        domains = np.asarray(arrays[self.domain_key]).astype(np.int64)
+        return DomainData(_resize(images, self.size), domains, factors, continuous=continuous)
 
 
 class Shapes3DSource:
@@ -267,8 +297,10 @@ class DomainDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         j = int(self.index[i])
         image = torch.from_numpy(self.data.images[j]).permute(2, 0, 1).float().div_(255.0)
-        sample: dict[str, Any] = {"image": image, "domain": int(self.data.domains[j]), "index": i,
-                                  "factors": {k: int(v[j]) for k, v in self.data.factors.items()}}
+        factors: dict[str, Any] = {k: int(v[j]) for k, v in self.data.factors.items()}
+        factors.update({k: torch.from_numpy(v[j]) if v.ndim > 1 else float(v[j])
+                        for k, v in self.data.continuous.items()})
+        sample: dict[str, Any] = {"image": image, "domain": int(self.data.domains[j]), "index": i, "factors": factors}
         if self.augment is not None:
             sample["positive"] = self.augment(image)
         return sample
@@ -390,6 +422,13 @@ class DomainDataModule(pl.LightningDataModule):
         self.setup()
         assert self.data is not None
         return dict(self.data.factor_levels)
+
+    @property
+    def continuous_factors(self) -> list[str]:
+        """Names of the factors probed by regression (lower L1 error is better)."""
+        self.setup()
+        assert self.data is not None
+        return sorted(self.data.continuous)
 
     @property
     def image_size(self) -> int:

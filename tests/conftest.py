@@ -221,7 +221,7 @@ def tiny_domain_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
         pass
     np.savez(root / "prepared.npz", imgs=rng.integers(0, 255, (48, 16, 16), dtype=np.uint8),
              classes=np.repeat(np.arange(4), 12), azimuth=np.arange(48) % 3, elevation=np.arange(48) % 2,
-             lighting=np.arange(48) % 4)
+             lighting=np.arange(48) % 4, landmarks=rng.uniform(0, 16, (48, 136)).astype(np.float32))
     files["npz"] = root / "prepared.npz"
     folder = root / "edges2shoes"
     rows = ["path,shoe_type"]

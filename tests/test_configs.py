@@ -25,8 +25,9 @@ def data_overrides(name: str, paired: Path, shared: Path, roots: dict | None = N
     if name == "dcodr_shapes3d":
         return [f"data.source.path={roots['shapes3d']}"]
     if name in ("dcodr_smallnorb", "dcodr_celeba"):
-        keys = "[azimuth,elevation,lighting]" if name == "dcodr_smallnorb" else "[azimuth]"
-        return [f"data.source.path={roots['npz']}", f"data.source.factor_keys={keys}"]
+        if name == "dcodr_celeba":  # identities and 136 landmark coordinates (regressed)
+            return [f"data.source.path={roots['npz']}"]
+        return [f"data.source.path={roots['npz']}", "data.source.factor_keys=[azimuth,elevation,lighting]"]
     if name == "dcodr_edges2shoes":
         return [f"data.source.root={roots['folder']}", f"data.source.factors_csv={roots['folder'] / 'labels.csv'}"]
     if "imagenet" in name:

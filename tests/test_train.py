@@ -64,6 +64,9 @@ def test_fast_dev_run(make_cfg, experiment, paired_rain_dir, shared_like_root, d
         assert {"test/domain_acc", "test/domain_chance", "test/domain_linear_acc", "test/retrieval_domain_top1"} <= set(
             metrics)
         assert "train/reconstruction" in metrics or "norec" in experiment or "contrastive" in experiment
+    if experiment == "dcodr_celeba":  # landmarks are regressed: an L1 error, no accuracy and no retrieval
+        assert {"test/landmarks_l1", "test/landmarks_linear_l1", "test/landmarks_l1_baseline"} <= set(metrics)
+        assert not any("landmarks_acc" in k or "retrieval_landmarks" in k for k in metrics)
 
 
 @pytest.mark.parametrize("experiment", ["nlcl_demo", "hcsc_cifar", "dcodr_shapes"])

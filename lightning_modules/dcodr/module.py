@@ -145,9 +145,15 @@ class DCoDR(BaseModule):
             return []
         factors = sorted(k[5:-4] for k in metrics if k.endswith("_acc") and "linear" not in k and "domain" not in k)
         content = ", ".join(f"{f} {metrics[f'test/{f}_acc']:.3f}" for f in factors)
+        regressed = sorted(k[5:-3] for k in metrics if k.endswith("_l1") and "linear" not in k)
+        errors = ", ".join(f"{f} {metrics[f'test/{f}_l1']:.3g} (median predictor "
+                           f"{metrics[f'test/{f}_l1_baseline']:.3g})" for f in regressed)
         domain, chance = metrics["test/domain_acc"], metrics["test/domain_chance"]
-        return [f"domain accuracy {domain:.3f} (chance {chance:.3f}; lower = more invariant); "
-                f"content accuracy: {content}"]
+        lines = [f"domain accuracy {domain:.3f} (chance {chance:.3f}; lower = more invariant); "
+                 f"content accuracy: {content or 'no categorical factors'}"]
+        if errors:
+            lines.append(f"content L1 error (lower is better): {errors}")
+        return lines
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Content codes of the held-out split; the probe callbacks collect them."""
