@@ -16,6 +16,7 @@ from datamodules.synthetic import write_image_folder
 from lightning_modules.components.backbones import ConvBackbone
 from lightning_modules.components.kmeans import hierarchical_kmeans
 from lightning_modules.hcsc.module import HCSC
+from lightning_modules.hcsc.selection import queue_log_normaliser
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,11 @@ def test_warmup_is_moco_then_prototypes_are_built_and_used(folder: Path, tmp_pat
     for key in ("train/instance", "train/proto", "train/instance_keep", "train/proto_keep", "cluster/kmeans_seconds"):
         assert key in trainer.callback_metrics, key
     assert 0 < float(trainer.callback_metrics["train/instance_keep"]) <= 1
+    # The per-level normalisers, updated row by row as keys arrived (the queue wrapped), match a full recompute.
+    for level, cached in enumerate(model._queue_normalisers):
+        full = queue_log_normaliser(model.queue.keys, model.hierarchy.centroids(level),
+                                    model.hierarchy.concentration(level))
+        assert torch.allclose(cached, full, atol=1e-5)
 
 
 def test_selective_losses_reduce_to_moco_when_everything_is_kept() -> None:

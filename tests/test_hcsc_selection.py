@@ -13,6 +13,7 @@ from lightning_modules.hcsc.selection import (
     prototype_candidates,
     prototype_keep_probability,
     prototype_logits,
+    queue_log_normaliser,
     selected_instance_logits,
 )
 
@@ -33,6 +34,10 @@ def test_instance_keep_probability_matches_a_loop() -> None:
             top = max(logits)
             posterior = math.exp(logits[a] - top) / sum(math.exp(v - top) for v in logits)
             assert keep[i, j].item() == pytest.approx(min(max(1 - posterior, 0.0), 0.999), rel=1e-4)
+    # The module's cached normaliser gives the same probabilities; a stale one would not.
+    normaliser = queue_log_normaliser(queue, centroids, phi)
+    assert torch.allclose(instance_keep_probability(queue, centroids, phi, labels, normaliser), keep)
+    assert not torch.allclose(instance_keep_probability(queue, centroids, phi, labels, normaliser + 0.5), keep)
 
 
 def test_instance_keep_probability_is_clamped_below_one() -> None:

@@ -32,6 +32,7 @@ from lightning_modules.hcsc.selection import (
     prototype_candidates,
     prototype_keep_probability,
     prototype_logits,
+    queue_log_normaliser,
     selected_instance_logits,
 )
 
@@ -76,6 +77,9 @@ class HCSC(MoCoV2):
             raise ValueError(f"`model.instance_reduction` must be sum or mean, got {instance_reduction!r}")
         self.num_clusters = list(num_clusters)
         self.hierarchy = PrototypeHierarchy(len(self.num_clusters))
+        # Per level, log sum_m exp(n_j . c_m / phi_m) of every queue item: a cache (rebuilt from the queue and
+        # prototypes when missing), updated for the new keys only, so a step costs B x M instead of K x M.
+        self._queue_normalisers: list[torch.Tensor] | None = None
 
     # ---- E-step --------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -107,6 +111,7 @@ class HCSC(MoCoV2):
         levels = hierarchical_kmeans(features, self.num_clusters, hp.concentration_temperature, hp.kmeans_iterations,
                                      hp.kmeans_restarts, hp.kmeans_seed, distributed=True)
         self.hierarchy.update(levels, indices, len(loader.dataset))
+        self._queue_normalisers = None  # new prototypes: rebuilt from the whole queue at the next step
         done = time.perf_counter()
         logs = {"cluster/extract_seconds": extracted - start, "cluster/kmeans_seconds": done - extracted}
         for level in range(len(levels)):
@@ -122,7 +127,8 @@ class HCSC(MoCoV2):
         q, k = self.query(views[0]), self.key(views[1])
         queue = self.queue.snapshot()
         labels = self.hierarchy.labels(batch["index"])
-        instance, keep_masks, keep_ratio = self.selective_instance_loss(q, k, queue, labels)
+        normalisers = self.queue_normalisers() if self.hparams.instance_selection else None
+        instance, keep_masks, keep_ratio = self.selective_instance_loss(q, k, queue, labels, None, normalisers)
         proto, proto_keep_ratio = self.selective_prototype_loss(q, labels)
         loss = instance + proto
         for local in views[2:]:  # multi-crop: local queries against the same key, queue and prototypes
@@ -132,7 +138,10 @@ class HCSC(MoCoV2):
             else:  # official without the flag: one unselected InfoNCE per view
                 loss = loss + self.instance_loss(q_local, k, queue)[0]
             loss = loss + self.selective_prototype_loss(q_local, labels)[0]
-        self.queue.enqueue(gather(k))
+        start = self.queue.pointer.clone()
+        keys = gather(k)
+        self.queue.enqueue(keys)
+        self.update_queue_normalisers(start, keys.shape[0])
         self.log_dict({"train/loss": loss.detach(), "train/instance": instance.detach(), "train/proto": proto.detach(),
                        "train/instance_keep": keep_ratio, "train/proto_keep": proto_keep_ratio},
                       prog_bar=True, batch_size=q.shape[0])
@@ -140,11 +149,12 @@ class HCSC(MoCoV2):
 
     def selective_instance_loss(
         self, q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, labels: list[torch.Tensor],
-        masks: list[torch.Tensor] | None = None,
+        masks: list[torch.Tensor] | None = None, normalisers: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         """Instance contrast with negative selection at every level; returns loss, the masks, the keep ratio.
 
-        ``masks`` (one per level) are reused instead of drawn: the local views of multi-crop.
+        ``masks`` (one per level) are reused instead of drawn: the local views of multi-crop. ``normalisers``
+        (``queue_normalisers()``, valid for ``queue``) spare the full posterior over the prototypes.
         """
         target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         if not self.hparams.instance_selection:
@@ -154,7 +164,8 @@ class HCSC(MoCoV2):
         for level, level_labels in enumerate(labels):
             if masks is None:
                 probability = instance_keep_probability(queue, self.hierarchy.centroids(level),
-                                                        self.hierarchy.concentration(level), level_labels)
+                                                        self.hierarchy.concentration(level), level_labels,
+                                                        normalisers[level] if normalisers else None)
                 keep = torch.bernoulli(probability).bool()
             else:
                 keep = masks[level]
@@ -164,6 +175,30 @@ class HCSC(MoCoV2):
         loss = torch.stack(losses)
         loss = loss.sum() if self.hparams.instance_reduction == "sum" else loss.mean()
         return loss, drawn, torch.stack([m.float().mean() for m in drawn]).mean()
+
+    def queue_normalisers(self) -> list[torch.Tensor]:
+        """The per-level normalisers of the queue as it stands, computed in full when missing."""
+        keys = self.queue.keys
+        if self._queue_normalisers is None or self._queue_normalisers[0].device != keys.device:
+            self._queue_normalisers = [
+                queue_log_normaliser(keys, self.hierarchy.centroids(level), self.hierarchy.concentration(level))
+                for level in range(self.hierarchy.num_levels)]
+        return self._queue_normalisers
+
+    @torch.no_grad()
+    def update_queue_normalisers(self, start: torch.Tensor, count: int) -> None:
+        """After an enqueue of ``count`` keys at ``start``: the normalisers of those queue rows only."""
+        if self._queue_normalisers is None:
+            return
+        rows = (start + torch.arange(count, device=start.device)) % self.queue.size
+        keys = self.queue.keys[rows]
+        for level, normaliser in enumerate(self._queue_normalisers):
+            normaliser[rows] = queue_log_normaliser(keys, self.hierarchy.centroids(level),
+                                                    self.hierarchy.concentration(level))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self._queue_normalisers = None  # the restored queue and prototypes: rebuilt at the first step
 
     def selective_prototype_loss(
         self, q: torch.Tensor, labels: list[torch.Tensor]

@@ -26,17 +26,27 @@ def _mask(logits: torch.Tensor, keep: torch.Tensor, masking: Masking) -> torch.T
     raise ValueError(f"masking must be 'zero' or 'exclude', got {masking!r}")
 
 
+def queue_log_normaliser(queue: torch.Tensor, centroids: torch.Tensor, concentration: torch.Tensor) -> torch.Tensor:
+    """log sum_m exp(n_j . c_m / max(phi_m, 1e-3)) for every queue item: (K,), the denominator of P(m | n_j)."""
+    scaled = fp32(centroids) / fp32(concentration).clamp_min(1e-3)[:, None]
+    return torch.logsumexp(fp32(queue) @ scaled.T, dim=1)
+
+
 def instance_keep_probability(
-    queue: torch.Tensor, centroids: torch.Tensor, concentration: torch.Tensor, labels: torch.Tensor
+    queue: torch.Tensor, centroids: torch.Tensor, concentration: torch.Tensor, labels: torch.Tensor,
+    normaliser: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """p_ij = clamp(1 - P(a(i) | n_j), 0, 0.999), P(m | n_j) = softmax_m(n_j . c_m / max(phi_m, 1e-3)): (B, K).
 
     The probability that queue item j belongs to anchor i's own prototype is the probability that it is a false
-    negative; it is kept with the complement.
+    negative; it is kept with the complement. ``normaliser`` (``queue_log_normaliser`` of this queue, which the
+    module keeps up to date as keys arrive) saves the (K, M) product that otherwise dominates the step.
     """
-    logits = fp32(queue) @ fp32(centroids).T / fp32(concentration).clamp_min(1e-3)
-    log_posterior = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (K, M)
-    return (1.0 - log_posterior[:, labels].T.exp()).clamp(0.0, 0.999)
+    if normaliser is None:
+        normaliser = queue_log_normaliser(queue, centroids, concentration)
+    scaled = fp32(centroids[labels]) / fp32(concentration[labels]).clamp_min(1e-3)[:, None]
+    log_posterior = fp32(queue) @ scaled.T - normaliser[:, None]  # (K, B)
+    return (1.0 - log_posterior.T.exp()).clamp(0.0, 0.999)
 
 
 def selected_instance_logits(
