@@ -187,9 +187,9 @@ class DomainFolderSource:
         factors, continuous = {}, {}
         for column in columns:
             values = [by_path[str(p.resolve())][column] for p in paths]
-            if all(_is_int(v) for v in values):
+            if all(_parses_as(v, int) for v in values):
                 factors[column] = np.asarray([int(v) for v in values])
-            elif all(_is_float(v) for v in values):
+            elif all(_parses_as(v, float) for v in values):
                 continuous[column] = np.asarray([float(v) for v in values], dtype=np.float32)
             else:
                 codes = {v: i for i, v in enumerate(sorted(set(values)))}
@@ -197,17 +197,9 @@ class DomainFolderSource:
         return factors, continuous
 
 
-def _is_int(text: str) -> bool:
+def _parses_as(text: str, kind: type) -> bool:
     try:
-        int(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
+        kind(text)
     except ValueError:
         return False
     return True
