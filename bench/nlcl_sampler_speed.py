@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import timed_steps  # noqa: E402
+
 from lightning_modules.nlcl.sampler import NonLocalSampler  # noqa: E402
 
 
@@ -44,15 +46,8 @@ def official_loop(guide: torch.Tensor, anchor: tuple[int, int], k: int, patch: i
 
 
 def timed(fn, repeats: int, device: str) -> float:
-    fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats
+    """Seconds per call after one untimed call."""
+    return timed_steps(fn, 1, repeats, device) / repeats
 
 
 def main() -> None:

@@ -190,7 +190,7 @@ class DomainFolderSource:
             if all(_parses_as(v, int) for v in values):
                 factors[column] = np.asarray([int(v) for v in values])
             elif all(_parses_as(v, float) for v in values):
-                continuous[column] = np.asarray([float(v) for v in values], dtype=np.float32)
+                continuous[column] = np.asarray([float(v) for v in values])
             else:
                 codes = {v: i for i, v in enumerate(sorted(set(values)))}
                 factors[column] = np.asarray([codes[v] for v in values])
@@ -231,7 +231,7 @@ class NpzSource:
             scale = 255.0 if images.max() <= 1 else 1.0  # float images in [0, 1] or already 0-255
             images = np.clip(images * scale, 0, 255).round().astype(np.uint8)
         factors = {k: np.asarray(arrays[k]).astype(np.int64) for k in self.factor_keys}
-        continuous = {k: np.asarray(arrays[k]).astype(np.float32) for k in self.continuous_keys}
+        continuous = {k: arrays[k] for k in self.continuous_keys}  # DomainData makes them float32
         domains = np.asarray(arrays[self.domain_key]).astype(np.int64)
         return DomainData(_resize(images, self.size), domains, factors, continuous=continuous)
 

@@ -26,10 +26,14 @@ def _mask(logits: torch.Tensor, keep: torch.Tensor, masking: Masking) -> torch.T
     raise ValueError(f"masking must be 'zero' or 'exclude', got {masking!r}")
 
 
+def _tempered_centroids(centroids: torch.Tensor, concentration: torch.Tensor) -> torch.Tensor:
+    """c_m / max(phi_m, 1e-3): the posterior's temperature folded into the centroids (fp32)."""
+    return fp32(centroids) / fp32(concentration).clamp_min(1e-3)[:, None]
+
+
 def queue_log_normaliser(queue: torch.Tensor, centroids: torch.Tensor, concentration: torch.Tensor) -> torch.Tensor:
     """log sum_m exp(n_j . c_m / max(phi_m, 1e-3)) for every queue item: (K,), the denominator of P(m | n_j)."""
-    scaled = fp32(centroids) / fp32(concentration).clamp_min(1e-3)[:, None]
-    return torch.logsumexp(fp32(queue) @ scaled.T, dim=1)
+    return torch.logsumexp(fp32(queue) @ _tempered_centroids(centroids, concentration).T, dim=1)
 
 
 def instance_keep_probability(
@@ -44,8 +48,8 @@ def instance_keep_probability(
     """
     if normaliser is None:
         normaliser = queue_log_normaliser(queue, centroids, concentration)
-    scaled = fp32(centroids[labels]) / fp32(concentration[labels]).clamp_min(1e-3)[:, None]
-    log_posterior = fp32(queue) @ scaled.T - normaliser[:, None]  # (K, B)
+    own = _tempered_centroids(centroids[labels], concentration[labels])  # each anchor's own prototype
+    log_posterior = fp32(queue) @ own.T - normaliser[:, None]  # (K, B)
     return (1.0 - log_posterior.T.exp()).clamp(0.0, 0.999)
 
 
