@@ -16,6 +16,7 @@ import pytorch_lightning as pl  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from contrastlab.errors import CheckpointError, ConfigError, report_user_errors  # noqa: E402
 from contrastlab.run import (  # noqa: E402
     instantiate_group,
     instantiate_loggers,
@@ -31,10 +32,10 @@ register_resolvers()
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Run ``trainer.test`` (mode=test) or ``trainer.predict`` (mode=predict) and write ``metrics.json``."""
     if cfg.mode not in ("test", "predict"):
-        raise ValueError(f"`mode` must be test or predict, got {cfg.mode!r}")
+        raise ConfigError(f"`mode` must be test or predict, got {cfg.mode!r}")
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"checkpoint '{ckpt_path}' does not exist (config key `ckpt_path`)")
+        raise CheckpointError(f"checkpoint '{ckpt_path}' does not exist (config key `ckpt_path`)")
     pl.seed_everything(cfg.seed, workers=True)
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     model: pl.LightningModule = instantiate(cfg.model)
@@ -58,6 +59,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     with run_context(cfg.paths.output_dir):
         evaluate(cfg)

@@ -3,12 +3,12 @@
     python train.py                                        # the embedded CPU demo (NLCL on synthetic rain)
     python train.py experiment=nlcl_rain100l data.root=../shared/data/rain100l
     python train.py -m experiment=hcsc_cifar model.optimizer.lr=0.03,0.06
+    python train.py <same overrides> hydra.run.dir=<run folder> ckpt_path=last   # resume that run
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,14 @@ import pytorch_lightning as pl  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from callbacks.checkpointing import weights_are_finite  # noqa: E402
+from contrastlab.checkpoints import newest_checkpoint, read_progress, resolve_ckpt_path  # noqa: E402
+from contrastlab.errors import DivergenceError, report_user_errors  # noqa: E402
+from contrastlab.loggers import HistoryCSVLogger, truncate_csv_history  # noqa: E402
 from contrastlab.run import (  # noqa: E402
     instantiate_group,
     instantiate_loggers,
+    log,
     log_hyperparameters,
     print_config,
     register_resolvers,
@@ -31,34 +36,38 @@ from contrastlab.run import (  # noqa: E402
 )
 
 register_resolvers()
-# With OnExceptionCheckpoint, Lightning resumes from the run folder's last.ckpt when there is one (a requeued
-# SLURM job, a rerun with hydra.run.dir=<old run>); in a fresh folder it warns that there is none.
-warnings.filterwarnings("ignore", message=r".*there is no last checkpoint available.*")
-warnings.filterwarnings("ignore", message=r".*ckpt_path=None\)` was called without a model.*")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured model; return the final metrics."""
     output_dir = cfg.paths.output_dir
-    if cfg.get("print_config"):
-        print_config(cfg, output_dir)
+    # Before anything is built or written: a wrong ckpt_path fails here, and a fresh run never adopts a folder
+    # that holds another run's checkpoints.
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir) if cfg.train else None
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     model: pl.LightningModule = instantiate(cfg.model)
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"), output_dir)
+    if ckpt_path:  # the rows logged after the restored step are logged again by the resumed run
+        step = (read_progress(Path(ckpt_path)) or (-1, -1))[0]
+        for logger in loggers:
+            if isinstance(logger, HistoryCSVLogger):
+                truncate_csv_history(Path(logger.log_dir) / "metrics.csv", step)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if cfg.get("print_config"):
+        print_config(cfg, output_dir)
     log_hyperparameters(trainer, model, cfg)
 
     metrics: dict[str, float] = {}
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        fit(trainer, model, datamodule, ckpt_path, output_dir)
         metrics.update(scalar_metrics(trainer.callback_metrics))
     has_test = getattr(datamodule, "has_test_data", lambda: True)()
     if cfg.test and has_test:
         # The final weights are evaluated (the papers select no checkpoint on held-out data).
-        ckpt = None if cfg.train else cfg.get("ckpt_path")
+        ckpt = None if cfg.train or not cfg.get("ckpt_path") else resolve_ckpt_path(cfg.ckpt_path, output_dir)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
         metrics.update(scalar_metrics(trainer.callback_metrics))
 
@@ -66,6 +75,30 @@ def train(cfg: DictConfig) -> dict[str, float]:
         write_metrics(metrics, output_dir)
         print_summary(model, trainer, metrics, output_dir)
     return metrics
+
+
+def fit(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.LightningDataModule, ckpt_path: str | None,
+        output_dir: str) -> None:
+    """``trainer.fit``; a diverged run leaves ``metrics.json`` with its status and stops with one clear line."""
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except Exception as error:
+        diverged = error if isinstance(error, DivergenceError) else None
+        if diverged is None and not weights_are_finite(model):  # e.g. NaN weights break a sampler first
+            last_good = newest_checkpoint(output_dir)
+            diverged = DivergenceError(
+                f"training diverged by step {trainer.global_step} (the weights are not finite; the step failed with "
+                f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); last good "
+                f"checkpoint: {last_good or 'none'}. Lower the learning rate or resume from that checkpoint")
+        if diverged is None:
+            raise
+        if trainer.is_global_zero:
+            status: dict[str, Any] = scalar_metrics(trainer.callback_metrics)
+            write_metrics({**status, "status": "diverged", "error": str(diverged),
+                           "diverged_at_step": float(trainer.global_step)}, output_dir)
+        if diverged is error:
+            raise
+        raise diverged from error
 
 
 def print_summary(model: Any, trainer: pl.Trainer, metrics: dict[str, float], output_dir: str) -> None:
@@ -78,10 +111,16 @@ def print_summary(model: Any, trainer: pl.Trainer, metrics: dict[str, float], ou
         path = getattr(callback, "last_path", None)
         if path:
             lines.append(f"image grid: {path}")
-    print("\n".join(["", "=" * 72, *lines, "=" * 72]))
+    text = "\n".join(["", "=" * 72, *lines, "=" * 72])
+    print(text)
+    for handler in log.root.handlers:  # also into <run>/train.log (the console already has it)
+        if hasattr(handler, "baseFilename"):
+            handler.stream.write(text + "\n")
+            handler.flush()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@report_user_errors
 def main(cfg: DictConfig) -> float | None:
     with run_context(cfg.paths.output_dir):
         metrics = train(cfg)

@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
-from lightning_modules.components.distributed import all_reduce_sum, gather_variable
+from lightning_modules.components.distributed import all_reduce_sum, average_batchnorm_statistics, gather_variable
 from lightning_modules.components.evaluation import clustering_scores, knn_predict, linear_probe
 from lightning_modules.components.kmeans import spherical_kmeans
 
@@ -87,6 +87,7 @@ class RepresentationEvaluation(pl.Callback):
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs and not last:
             return
+        average_batchnorm_statistics(pl_module)  # the ranks' BN statistics differ after a DDP epoch
         bank, bank_labels = self._bank(trainer, pl_module)
         queries, labels = embed_loader(pl_module, trainer.datamodule.feature_dataloader("eval"))
         if labels is None:

@@ -4,8 +4,10 @@ W&B run-id reuse on resume, ``metrics.json``, and closing loggers whatever happe
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import secrets
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -20,19 +22,28 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
 _STARTED = time.strftime("%Y-%m-%d_%H-%M-%S")
+_SUFFIX = secrets.token_hex(3)  # drawn once per process: two runs started in the same second never share a folder
+log = logging.getLogger("contrastlab")
 
 
 def run_id() -> str:
-    """One id per run, identical on every rank: the SLURM job id (plus array task) when there is one.
+    """One id per run, identical on every rank of that run, different between runs.
 
-    A timestamp would differ between ranks started by ``srun`` a second apart and split one run over several
-    output folders; Lightning's own DDP launcher passes the resolved folder to its children.
+    Under SLURM: ``slurm-<job>[_<array task>][-step<n>]``; every rank of an ``srun`` step computes the same id,
+    and a requeued job (same job id, ``SLURM_RESTART_COUNT`` > 0) finds its own folder and resumes there (see
+    ``contrastlab.checkpoints``). Under torchrun: its rendezvous id. Otherwise the start time plus a random
+    suffix; Lightning's own DDP launcher passes the resolved folder to the processes it starts.
     """
     job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
     if job:
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
-        return f"slurm-{job}" + (f"_{task}" if task else "")
-    return _STARTED
+        step = os.environ.get("SLURM_STEP_ID", "")
+        step_part = f"-step{step}" if step.isdigit() and int(step) < 0xFFFFFFF0 else ""  # not batch/extern
+        return f"slurm-{job}" + (f"_{task}" if task else "") + step_part
+    elastic = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    if elastic and elastic != "none":
+        return f"torchrun-{elastic}"
+    return f"{_STARTED}_{_SUFFIX}"
 
 
 def ddp_strategy(base: str, find_unused_parameters: bool) -> str:
@@ -118,12 +129,15 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 @rank_zero_only
-def write_metrics(metrics: Mapping[str, float], output_dir: str | Path) -> Path:
-    """Write ``metrics.json`` (sorted keys; NaN/inf as strings so the file stays valid JSON)."""
+def write_metrics(metrics: Mapping[str, float | str], output_dir: str | Path) -> Path:
+    """Write ``metrics.json`` (sorted keys; NaN/inf as strings so the file stays valid JSON; a failed run adds
+    ``status`` and ``error``). Written to a temporary file first, so a kill never leaves half a file."""
     path = Path(output_dir) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    clean = {k: (v if math.isfinite(v) else str(v)) for k, v in sorted(metrics.items())}
-    path.write_text(json.dumps(clean, indent=2) + "\n")
+    clean = {k: (v if isinstance(v, str) or math.isfinite(v) else str(v)) for k, v in sorted(metrics.items())}
+    partial = path.with_suffix(".json.tmp")
+    partial.write_text(json.dumps(clean, indent=2) + "\n")
+    partial.replace(path)
     return path
 
 
@@ -136,9 +150,45 @@ def close_loggers() -> None:
             wandb.finish()
 
 
+class _DropTips(logging.Filter):
+    """Lightning's advertising tips (litlogger, litmodels) say nothing about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("\U0001f4a1 Tip")
+
+
+def quiet_known_warnings() -> None:
+    """Warnings that say nothing to a user of this project: Lightning's internal use of a torch API it deprecated,
+    and the checkpoint folder being non-empty on a resume (it is the run's own folder, checked beforehand)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+
+
+def route_library_logs() -> None:
+    """Send Lightning's messages through the root logger Hydra configured (console and ``<run>/train.log``).
+
+    Lightning keeps its own console handler when it is imported before logging is configured, so its lines
+    (and ours) never reached the log file.
+    """
+    rank_zero_logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in rank_zero_logger.filters):
+        rank_zero_logger.addFilter(_DropTips())
+    if not logging.getLogger().handlers:
+        return
+    for name in ("pytorch_lightning", "lightning_fabric"):
+        library = logging.getLogger(name)
+        for handler in list(library.handlers):
+            library.removeHandler(handler)
+        library.propagate = True
+
+
 @contextmanager
 def run_context(output_dir: str | Path) -> Iterator[None]:
     """Print the run folder at start and end (also after an error) and always close the loggers."""
+    route_library_logs()
+    quiet_known_warnings()
     rank_zero_info(f"[contrastlab] output directory: {output_dir}")
     try:
         yield

@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2 as T
 
+from contrastlab.errors import DataError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -39,7 +41,7 @@ def view_transform(
     GaussianBlur(sigma 0.1-2) with probability ``spec.blur`` -> horizontal flip -> normalise.
     ``plain``: RandomResizedCrop -> horizontal flip -> normalise (supervised linear evaluation)."""
     if spec.kind not in ("moco", "plain"):
-        raise ValueError(f"view kind must be moco or plain, got {spec.kind!r}")
+        raise DataError(f"view kind must be moco or plain, got {spec.kind!r}")
     steps: list = [T.RandomResizedCrop(spec.size, scale=tuple(spec.scale), antialias=True)]
     if spec.kind == "moco":
         steps += [T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(p=0.2)]
@@ -63,7 +65,7 @@ class Views:
                  std: Sequence[float] = IMAGENET_STD) -> None:
         self.specs = [s if isinstance(s, ViewSpec) else ViewSpec(**s) for s in specs]
         if not self.specs or sum(s.count for s in self.specs) < 1:
-            raise ValueError("`data.train_views.specs` must describe at least one view")
+            raise DataError("`data.train_views.specs` must describe at least one view")
         self.mean, self.std = tuple(mean), tuple(std)
         self.transforms = [view_transform(s, mean, std) for s in self.specs for _ in range(s.count)]
 

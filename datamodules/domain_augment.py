@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torchvision.transforms import v2 as T
 
+from contrastlab.errors import DataError
+
 DEFAULT_SET = ("gblurr", "high_contrast", "crop", "high_satur")
 
 
@@ -38,7 +40,7 @@ def _operation(name: str, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
             T.RandomApply([T.GaussianBlur(3, sigma=(1.0, 2.0))], p=0.2)]),
     }
     if name not in table:
-        raise ValueError(f"unknown augmentation {name!r}; choose from {sorted(table)} (config key "
+        raise DataError(f"unknown augmentation {name!r}; choose from {sorted(table)} (config key "
                          f"`data.augment.names`)")
     return table[name]()
 
@@ -52,7 +54,7 @@ class PositiveAugment:
 
     def __init__(self, names: Sequence[str] = DEFAULT_SET) -> None:
         if not names:
-            raise ValueError("`data.augment.names` must list at least one augmentation")
+            raise DataError("`data.augment.names` must list at least one augmentation")
         self.names = list(names)
         for name in self.names:
             _operation(name, 8)  # validate early, before any worker starts

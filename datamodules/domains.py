@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
+from contrastlab.errors import DataError, MissingPathError
 from datamodules.domain_augment import PositiveAugment
 from datamodules.images import list_images, load_rgb, natural_key
 from datamodules.sampling import ShardSampler
@@ -53,9 +54,9 @@ class DomainData:
         n = len(self.images)
         columns = {**self.factors, **self.continuous}
         if len(self.domains) != n or any(len(v) != n for v in columns.values()):
-            raise ValueError("images, domains and every factor must have the same length")
+            raise DataError("images, domains and every factor must have the same length")
         if set(self.factors) & set(self.continuous):
-            raise ValueError(f"factors {sorted(set(self.factors) & set(self.continuous))} are both categorical and "
+            raise DataError(f"factors {sorted(set(self.factors) & set(self.continuous))} are both categorical and "
                              "continuous")
         self.continuous = {k: np.asarray(v, dtype=np.float32) for k, v in self.continuous.items()}
         if not self.domain_names:
@@ -102,7 +103,7 @@ class Cars3DSource:
     def _files(self) -> list[Path]:
         folder = self.root / "cars" if (self.root / "cars").is_dir() else self.root
         if not folder.is_dir():
-            raise FileNotFoundError(f"Cars3D folder '{self.root}' does not exist (config key `data.source.root`)")
+            raise MissingPathError(f"Cars3D folder '{self.root}' does not exist (config key `data.source.root`)")
         listing = folder / "list.txt"
         if listing.exists():
             names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
@@ -112,7 +113,7 @@ class Cars3DSource:
         missing = [f for f in files if not f.exists()]
         if missing or not files:
             named = [m.name for m in missing[:3]] or "none found"
-            raise FileNotFoundError(f"Cars3D .mat files missing in '{folder}': {named}")
+            raise MissingPathError(f"Cars3D .mat files missing in '{folder}': {named}")
         return files[: self.max_cars] if self.max_cars else files
 
     def load(self) -> DomainData:
@@ -155,10 +156,10 @@ class DomainFolderSource:
 
     def load(self) -> DomainData:
         if not self.root.is_dir():
-            raise FileNotFoundError(f"domain folder '{self.root}' does not exist (config key `data.source.root`)")
+            raise MissingPathError(f"domain folder '{self.root}' does not exist (config key `data.source.root`)")
         domain_dirs = sorted((d for d in self.root.iterdir() if d.is_dir()), key=lambda p: natural_key(p.name))
         if len(domain_dirs) < 2:
-            raise ValueError(f"'{self.root}' needs one sub-folder per domain (found {len(domain_dirs)})")
+            raise DataError(f"'{self.root}' needs one sub-folder per domain (found {len(domain_dirs)})")
         paths, domains = [], []
         for d, folder in enumerate(domain_dirs):
             files = list_images(folder, key="data.source.root", recursive=True)
@@ -174,16 +175,16 @@ class DomainFolderSource:
     def _read_factors(self, paths: Sequence[Path]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         table = Path(self.factors_csv)
         if not table.exists():
-            raise FileNotFoundError(f"factor table '{table}' does not exist (config key `data.source.factors_csv`)")
+            raise MissingPathError(f"factor table '{table}' does not exist (config key `data.source.factors_csv`)")
         with table.open() as handle:
             rows = list(csv.DictReader(handle))
         if not rows or "path" not in rows[0]:
-            raise ValueError(f"'{table}' needs a header with a `path` column and one column per factor")
+            raise DataError(f"'{table}' needs a header with a `path` column and one column per factor")
         by_path = {str((self.root / r["path"]).resolve()): r for r in rows}
         columns = [c for c in rows[0] if c != "path"]
         missing = [str(p) for p in paths if str(p.resolve()) not in by_path]
         if missing:
-            raise ValueError(f"'{table}' has no row for {len(missing)} images, e.g. {missing[:3]}")
+            raise DataError(f"'{table}' has no row for {len(missing)} images, e.g. {missing[:3]}")
         factors, continuous = {}, {}
         for column in columns:
             values = [by_path[str(p.resolve())][column] for p in paths]
@@ -217,11 +218,11 @@ class NpzSource:
 
     def load(self) -> DomainData:
         if not self.path.exists():
-            raise FileNotFoundError(f"array file '{self.path}' does not exist (config key `data.source.path`)")
+            raise MissingPathError(f"array file '{self.path}' does not exist (config key `data.source.path`)")
         arrays = np.load(self.path)
         for key in [self.image_key, self.domain_key, *self.factor_keys, *self.continuous_keys]:
             if key not in arrays:
-                raise KeyError(f"'{self.path}' has no array `{key}`; it holds {sorted(arrays.files)}")
+                raise MissingArrayError(f"'{self.path}' has no array `{key}`; it holds {sorted(arrays.files)}")
         images = arrays[self.image_key]
         if images.ndim == 3:
             images = images[..., None]
@@ -251,7 +252,7 @@ class Shapes3DSource:
         except ImportError as error:
             raise ImportError("reading 3dshapes.h5 needs h5py: pip install h5py") from error
         if not self.path.exists():
-            raise FileNotFoundError(f"'{self.path}' does not exist (config key `data.source.path`)")
+            raise MissingPathError(f"'{self.path}' does not exist (config key `data.source.path`)")
         with h5py.File(self.path, "r") as handle:
             total = handle["images"].shape[0]
             index = np.arange(total)
@@ -275,6 +276,10 @@ def stratified_domain_split(domains: np.ndarray, test_fraction: float, seed: int
         test.append(members[:n_test])
         train.append(members[n_test:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+class MissingArrayError(DataError, KeyError):
+    """An array the config names is not in the file."""
 
 
 class DomainDataset(Dataset):

@@ -22,10 +22,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from contrastlab.errors import DataError, MissingPathError
 from datamodules.augmentations import Views
 from datamodules.augmentations import eval_transform as default_eval_transform
 from datamodules.images import IMAGE_EXTENSIONS, list_images, load_rgb, natural_key
 from datamodules.sampling import ShardSampler
+from datamodules.verify import check_images
 
 
 def index_image_folder(folder: str | Path, labeled: bool | None, key: str) -> tuple[list[Path], list[int] | None,
@@ -37,7 +39,7 @@ def index_image_folder(folder: str | Path, labeled: bool | None, key: str) -> tu
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(f"image folder '{folder}' does not exist (config key `{key}`)")
+        raise MissingPathError(f"image folder '{folder}' does not exist (config key `{key}`)")
     if labeled is None:
         labeled = not any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
     if not labeled:
@@ -50,7 +52,7 @@ def index_image_folder(folder: str | Path, labeled: bool | None, key: str) -> tu
         files += members
         labels += [label] * len(members)
     if not files:
-        raise ValueError(f"image folder '{folder}' has no class sub-folders with images (config key `{key}`); "
+        raise DataError(f"image folder '{folder}' has no class sub-folders with images (config key `{key}`); "
                          f"set `data.labeled=false` for a flat folder of unlabeled images")
     return files, labels, classes
 
@@ -88,6 +90,14 @@ class ImageDataset(Dataset):
         return sample
 
 
+def _drop(files: list[Path], labels: list[int] | None, bad: set[Path]) -> tuple[list[Path], list[int] | None]:
+    """``files`` (and their labels) without the ones in ``bad``."""
+    if not bad:
+        return files, labels
+    keep = [i for i, f in enumerate(files) if f not in bad]
+    return [files[i] for i in keep], ([labels[i] for i in keep] if labels is not None else None)
+
+
 class ImageDataModule(pl.LightningDataModule):
     """Training views and evaluation images of an ImageFolder (or flat) data set.
 
@@ -103,6 +113,9 @@ class ImageDataModule(pl.LightningDataModule):
         eval_transform: resize + centre crop for evaluation and feature extraction.
         batch_size: images per device and step; ``global_batch_size`` (if set) is divided by the world size.
         max_train_samples: a stratified subset of the training split (quick runs).
+        verify: decode every file once at setup (in parallel threads) so that a corrupt or truncated image stops
+            the run before training instead of killing a loader worker mid-epoch.
+        on_bad_file: ``error`` (stop, naming the file) or ``skip`` (drop it; the list goes to bad_files.txt).
     """
 
     def __init__(
@@ -122,6 +135,8 @@ class ImageDataModule(pl.LightningDataModule):
         num_workers: int = 8,
         max_train_samples: int | None = None,
         pin_memory: bool = True,
+        verify: bool = True,
+        on_bad_file: str = "error",
     ) -> None:
         super().__init__()
         self.root, self.train_dir, self.val_dir = Path(root).expanduser(), train_dir, val_dir
@@ -131,6 +146,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.eval_transform = eval_transform or default_eval_transform()
         self.batch_size, self.global_batch_size, self.eval_batch_size = batch_size, global_batch_size, eval_batch_size
         self.num_workers, self.max_train_samples, self.pin_memory = num_workers, max_train_samples, pin_memory
+        self.verify, self.on_bad_file = verify, on_bad_file
         self.train_files: list[Path] = []
         self.train_labels: list[int] | None = None
         self.eval_files: list[Path] = []
@@ -142,7 +158,7 @@ class ImageDataModule(pl.LightningDataModule):
         if self.train_files:
             return
         if not self.root.is_dir():
-            raise FileNotFoundError(f"data folder '{self.root}' does not exist (config key `data.root`)")
+            raise MissingPathError(f"data folder '{self.root}' does not exist (config key `data.root`)")
         train_folder = self.root / self.train_dir if self.train_dir else self.root
         files, labels, classes = index_image_folder(train_folder, self.labeled, "data.train_dir")
         self.classes = classes
@@ -158,15 +174,20 @@ class ImageDataModule(pl.LightningDataModule):
             eval_files, eval_labels, val_classes = index_image_folder(self.root / self.val_dir, self.labeled,
                                                                       "data.val_dir")
             if classes is not None and val_classes is not None and val_classes != classes:
-                raise ValueError(f"class folders of '{self.root / self.val_dir}' differ from the training split's")
+                raise DataError(f"class folders of '{self.root / self.val_dir}' differ from the training split's")
         elif self.val_dir:
-            raise FileNotFoundError(f"validation folder '{self.root / self.val_dir}' does not exist "
+            raise MissingPathError(f"validation folder '{self.root / self.val_dir}' does not exist "
                                     f"(config key `data.val_dir`; set it to null if there is none)")
         if self.max_train_samples and self.max_train_samples < len(files):
             fraction = 1 - self.max_train_samples / len(files)
             kept, _ = stratified_split(labels, len(files), fraction, self.split_seed + 1)
             files = [files[i] for i in kept]
             labels = [labels[i] for i in kept] if labels is not None else None
+        if self.verify:
+            trainer = getattr(self, "trainer", None)
+            bad = check_images([*files, *eval_files], self.on_bad_file, trainer.default_root_dir if trainer else None)
+            files, labels = _drop(files, labels, bad)
+            eval_files, eval_labels = _drop(eval_files, eval_labels, bad)
         self.train_files, self.train_labels = files, labels
         self.eval_files, self.eval_labels = eval_files, eval_labels
 
@@ -191,7 +212,7 @@ class ImageDataModule(pl.LightningDataModule):
         if self.global_batch_size is None:
             return self.batch_size
         if self.global_batch_size % world:
-            raise ValueError(f"`data.global_batch_size`={self.global_batch_size} is not divisible by the "
+            raise DataError(f"`data.global_batch_size`={self.global_batch_size} is not divisible by the "
                              f"{world} devices")
         return self.global_batch_size // world
 
@@ -211,12 +232,12 @@ class ImageDataModule(pl.LightningDataModule):
         elif self.train_views is not None:
             transform = self.train_views
         else:
-            raise ValueError("set `data.train_views` (loader-side augmentation) or `data.device_views`")
+            raise DataError("set `data.train_views` (loader-side augmentation) or `data.device_views`")
         dataset = ImageDataset(self.train_files, self.train_labels, transform,
                                "raw" if self.device_views is not None else "views")
         batch = self.per_device_batch_size()
         if len(dataset) < batch:
-            raise ValueError(f"the training split has {len(dataset)} images, fewer than one batch of {batch}")
+            raise DataError(f"the training split has {len(dataset)} images, fewer than one batch of {batch}")
         return self._loader(dataset, batch, train=True)
 
     def feature_dataloader(self, split: str = "train") -> DataLoader:

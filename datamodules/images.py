@@ -14,10 +14,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from contrastlab.errors import DataError, MissingPathError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 
-class ImageReadError(RuntimeError):
+class ImageReadError(DataError, RuntimeError):
     """An image file exists but cannot be decoded."""
 
 
@@ -32,13 +34,13 @@ def list_images(folder: str | Path, *, key: str | None = None, recursive: bool =
     """
     folder = Path(folder).expanduser()
     if not folder.exists():
-        raise FileNotFoundError(f"image folder '{folder}' does not exist{_where(key)}")
+        raise MissingPathError(f"image folder '{folder}' does not exist{_where(key)}")
     if not folder.is_dir():
-        raise NotADirectoryError(f"'{folder}' is not a folder{_where(key)}")
+        raise MissingPathError(f"'{folder}' is not a folder{_where(key)}")
     pattern = "**/*" if recursive else "*"
     files = [p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
     if not files:
-        raise ValueError(
+        raise DataError(
             f"image folder '{folder}' holds no images{_where(key)}; "
             f"looked for {', '.join(IMAGE_EXTENSIONS)}"
         )
@@ -81,19 +83,16 @@ def load_rgb(path: str | Path) -> Image.Image:
             image.load()
             return to_rgb(image)
     except FileNotFoundError:
-        raise FileNotFoundError(f"image file '{path}' does not exist") from None
+        raise MissingPathError(f"image file '{path}' does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(f"cannot read image '{path}': {error}") from error
 
 
 def verify_images(paths: Iterable[Path]) -> None:
-    """Check that every file decodes; raise on the first that does not (before any training starts)."""
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                image.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            raise ImageReadError(f"cannot read image '{path}': {error}") from error
+    """Decode every file (in parallel); raise naming the first that does not, before any training starts."""
+    from datamodules.verify import check_images
+
+    check_images(list(paths), "error")
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
@@ -132,5 +131,5 @@ def match_pairs(
             lines.append(f"in '{input_dir}' without a match in '{target_dir}': {', '.join(only_in[:10])}")
         if only_tg:
             lines.append(f"in '{target_dir}' without a match in '{input_dir}': {', '.join(only_tg[:10])}")
-        raise ValueError("paired folders do not match by file name; " + "; ".join(lines))
+        raise DataError("paired folders do not match by file name; " + "; ".join(lines))
     return [(by_stem_in[s], by_stem_tg[s]) for s in sorted(by_stem_in, key=natural_key)]

@@ -26,9 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.images import list_images, load_rgb, match_pairs, pil_to_tensor, verify_images
+from contrastlab.errors import DataError, MissingPathError
+from datamodules.images import list_images, load_rgb, match_pairs, pil_to_tensor
 from datamodules.rain_synthesis import RainSynthesizer
 from datamodules.sampling import ShardSampler
+from datamodules.verify import check_images
 
 
 @dataclass
@@ -85,7 +87,7 @@ def _select(paths: list[Path], ids: str | Sequence | None, *, key: str) -> list[
         return paths
     chosen = [p for p in paths if p.stem in wanted]
     if not chosen:
-        raise ValueError(f"`{key}`={ids!r} selects none of the {len(paths)} files in '{paths[0].parent}'")
+        raise DataError(f"`{key}`={ids!r} selects none of the {len(paths)} files in '{paths[0].parent}'")
     return chosen
 
 
@@ -132,7 +134,7 @@ class FolderSplits:
 
     def build(self, seed: int) -> RainSplits:
         if self.rainy_dir is None or self.clean_dir is None:
-            raise ValueError("`data.splits.rainy_dir` and `data.splits.clean_dir` (or `cyclegan_root`) are required")
+            raise DataError("`data.splits.rainy_dir` and `data.splits.clean_dir` (or `cyclegan_root`) are required")
         rainy = _select(list_images(self.rainy_dir, key="data.splits.rainy_dir"), self.ids["rainy"],
                         key="data.splits.rainy_ids")
         clean = _select(list_images(self.clean_dir, key="data.splits.clean_dir"), self.ids["clean"],
@@ -154,7 +156,7 @@ class FolderSplits:
 def _paired_files(root: Path, input_subdir: str, target_subdir: str, key: str) -> list[tuple[Path, Path]]:
     input_dir, target_dir = root / input_subdir, root / target_subdir
     if not root.exists():
-        raise FileNotFoundError(f"paired folder '{root}' does not exist (config key `{key}`)")
+        raise MissingPathError(f"paired folder '{root}' does not exist (config key `{key}`)")
     inputs = list_images(input_dir, key=key)
     targets = list_images(target_dir, key=key)
     return match_pairs(inputs, targets, input_dir=input_dir, target_dir=target_dir)
@@ -189,7 +191,7 @@ class PairedFolderSplit:
         n_rainy = self.n_rainy if self.n_rainy is not None else rest // 2
         n_clean = self.n_clean if self.n_clean is not None else rest - n_rainy
         if n_test < 1 or n_rainy < 1 or n_clean < 1 or n_test + n_rainy + n_clean > len(pairs):
-            raise ValueError(
+            raise DataError(
                 f"cannot split {len(pairs)} pairs of '{self.root}' into n_test={n_test}, n_rainy={n_rainy}, "
                 f"n_clean={n_clean} disjoint scenes (config keys `data.splits.n_*`)"
             )
@@ -212,7 +214,7 @@ def skimage_photo(name: str) -> torch.Tensor:
     matches = sorted(folder.glob(f"{name}.*"))
     if not matches:
         available = sorted({p.stem for p in folder.glob("*.png")} | {p.stem for p in folder.glob("*.jpg")})
-        raise FileNotFoundError(f"scikit-image ships no image '{name}'; available: {', '.join(available)}")
+        raise MissingPathError(f"scikit-image ships no image '{name}'; available: {', '.join(available)}")
     return pil_to_tensor(load_rgb(matches[0]))
 
 
@@ -246,10 +248,10 @@ class SyntheticRainSplits:
         roles = [set(rainy_scenes), set(clean_scenes), set(halved_scenes), set(test_scenes)]
         shared = {s for i, a in enumerate(roles) for b in roles[i + 1:] for s in a & b}
         if shared:
-            raise ValueError(f"scenes must be disjoint between rainy, clean, halved and test sets; "
+            raise DataError(f"scenes must be disjoint between rainy, clean, halved and test sets; "
                              f"shared: {sorted(shared)}")
         if not (rainy_scenes or halved_scenes) or not (clean_scenes or halved_scenes):
-            raise ValueError("synthetic rain needs rainy and clean training scenes (or halved_scenes)")
+            raise DataError("synthetic rain needs rainy and clean training scenes (or halved_scenes)")
         self.rainy_scenes, self.clean_scenes = list(rainy_scenes), list(clean_scenes)
         self.halved_scenes, self.test_scenes = list(halved_scenes), list(test_scenes)
         self.synthesizer = synthesizer or RainSynthesizer()
@@ -318,7 +320,7 @@ class UnpairedCropDataset(Dataset):
     def __init__(self, rainy: list[ImageItem], clean: list[ImageItem], crop_size: int, length: int,
                  cache: bool = True) -> None:
         if not rainy or not clean:
-            raise ValueError("unpaired training needs at least one rainy and one clean image")
+            raise DataError("unpaired training needs at least one rainy and one clean image")
         self.rainy, self.clean, self.crop_size, self.length, self.cache = rainy, clean, crop_size, length, cache
         self._cache: dict[tuple[str, int], torch.Tensor] = {}
 
@@ -367,7 +369,7 @@ class FullImageDataset(Dataset):
         if clean_item is not None:
             target = clean_item.load()
             if target.shape != rainy.shape:
-                raise ValueError(
+                raise DataError(
                     f"rainy image '{rainy_item.path or rainy_item.name}' is {tuple(rainy.shape[1:])} but its clean "
                     f"target '{clean_item.path or clean_item.name}' is {tuple(target.shape[1:])}"
                 )
@@ -386,7 +388,9 @@ class RainDataModule(pl.LightningDataModule):
         val_images: held-out test images monitored during training (no model selection on them).
         val_crop: centre-crop side of the monitored images (keeps validation cheap); None = full image.
         predict_dir: a folder of images to derain with ``eval.py``.
-        verify: decode every file header once at setup so that a corrupt file stops the run before training.
+        verify: decode every file once at setup (in parallel) so that a corrupt or truncated file stops the run
+            before training.
+        on_bad_file: ``error`` (stop, naming the file) or ``skip`` (drop it, with a listed report).
         seed: the split / synthetic-rain seed (same on every rank).
         root: base folder that the split's paths may refer to in the config (``${data.root}/...``).
     """
@@ -402,6 +406,7 @@ class RainDataModule(pl.LightningDataModule):
         val_crop: int | None = 256,
         predict_dir: str | None = None,
         verify: bool = True,
+        on_bad_file: str = "error",
         cache_images: bool = True,
         pin_memory: bool = True,
         seed: int = 0,
@@ -410,11 +415,12 @@ class RainDataModule(pl.LightningDataModule):
         super().__init__()
         self.root = root
         if crop_size < 32:
-            raise ValueError(f"`data.crop_size` must be >= 32 (the non-local sampler's 16 px patches), got {crop_size}")
+            raise DataError(f"`data.crop_size` must be >= 32 (the non-local sampler's 16 px patches), got {crop_size}")
         self.splits_source = splits
         self.crop_size, self.batch_size, self.num_workers = crop_size, batch_size, num_workers
         self.samples_per_epoch, self.val_images, self.val_crop = samples_per_epoch, val_images, val_crop
         self.predict_dir, self.verify, self.cache_images = predict_dir, verify, cache_images
+        self.on_bad_file = on_bad_file
         self.pin_memory, self.seed = pin_memory, seed
         self.splits: RainSplits | None = None
 
@@ -423,7 +429,19 @@ class RainDataModule(pl.LightningDataModule):
         if self.splits is None and stage != "predict":
             self.splits = self.splits_source.build(self.seed)
             if self.verify:
-                verify_images(self.splits.files())
+                self.splits = self._without_bad_files(self.splits)
+
+    def _without_bad_files(self, splits: RainSplits) -> RainSplits:
+        trainer = getattr(self, "trainer", None)
+        bad = check_images(splits.files(), self.on_bad_file, trainer.default_root_dir if trainer else None)
+        if not bad:
+            return splits
+
+        def good(item: ImageItem | None) -> bool:
+            return item is None or item.path not in bad
+
+        return RainSplits([i for i in splits.train_rainy if good(i)], [i for i in splits.train_clean if good(i)],
+                          [(r, c) for r, c in splits.test if good(r) and good(c)])
 
     def has_test_data(self) -> bool:
         """Whether ``trainer.test`` has anything to evaluate (builds the split if needed)."""
@@ -468,10 +486,11 @@ class RainDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         if self.predict_dir is None:
-            raise ValueError("set `data.predict_dir` to a folder of rainy images to derain")
+            raise DataError("set `data.predict_dir` to a folder of rainy images to derain")
         files = list_images(self.predict_dir, key="data.predict_dir")
         if self.verify:
-            verify_images(files)
+            bad = check_images(files, self.on_bad_file)
+            files = [f for f in files if f not in bad]
         pairs = [(item, None) for item in _items(files)]
         return self._loader(FullImageDataset(pairs), 1, shuffle=False)
 

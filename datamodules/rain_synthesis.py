@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from contrastlab.errors import DataError
+
 
 @dataclass
 class RainSynthesizer:
@@ -40,14 +42,14 @@ class RainSynthesizer:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.density < 1.0:
-            raise ValueError(f"rain density must be in (0, 1), got {self.density}")
+            raise DataError(f"rain density must be in (0, 1), got {self.density}")
         if self.length[0] < 1 or self.length[1] < self.length[0]:
-            raise ValueError(f"rain length must be (min, max) with 1 <= min <= max, got {self.length}")
+            raise DataError(f"rain length must be (min, max) with 1 <= min <= max, got {self.length}")
         if self.width <= 0:
-            raise ValueError(f"rain width must be positive, got {self.width}")
+            raise DataError(f"rain width must be positive, got {self.width}")
         lo, hi = self.intensity
         if not 0.0 <= lo <= hi <= 1.0:
-            raise ValueError(f"rain intensity must be (min, max) within [0, 1], got {self.intensity}")
+            raise DataError(f"rain intensity must be (min, max) within [0, 1], got {self.intensity}")
 
     def streak_kernel(self, length: float, angle_deg: float) -> torch.Tensor:
         """A (1, 1, K, K) kernel: a line of ``length`` pixels at ``angle_deg``, Gaussian across."""
@@ -88,7 +90,7 @@ class RainSynthesizer:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rain on a (3, H, W) clean image in [0, 1]: returns ``(rainy, rain_layer)``."""
         if clean.dim() != 3 or clean.shape[0] != 3:
-            raise ValueError(f"expected a (3, H, W) image, got shape {tuple(clean.shape)}")
+            raise DataError(f"expected a (3, H, W) image, got shape {tuple(clean.shape)}")
         rain = self.rain_layer(clean.shape[1], clean.shape[2], generator)
         rainy = (clean + rain).clamp(0.0, 1.0)
         return rainy, rainy - clean

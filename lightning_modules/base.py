@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from lightning_modules.components.distributed import average_batchnorm_statistics
 from lightning_modules.components.schedules import build_scheduler
 
 OptimizerFactory = Callable[..., Optimizer]
@@ -91,6 +92,16 @@ class BaseModule(pl.LightningModule):
                 module = getattr(self, name, None)
                 if module is not None:
                     module.compile()
+
+    # ---- evaluation under DDP -----------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        average_batchnorm_statistics(self)  # every rank evaluates the same network (DDP leaves BN stats per rank)
+
+    def on_test_epoch_start(self) -> None:
+        average_batchnorm_statistics(self)
+
+    def on_predict_epoch_start(self) -> None:
+        average_batchnorm_statistics(self)
 
     def format_input(self, images: torch.Tensor) -> torch.Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images

@@ -52,3 +52,26 @@ def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     if is_distributed():
         dist.broadcast(tensor, src)
     return tensor
+
+
+@torch.no_grad()
+def average_batchnorm_statistics(module: torch.nn.Module) -> int:
+    """Average the BatchNorm running means and variances over ranks, in place; returns how many layers.
+
+    Each DDP rank updates its BN buffers from its own shard, so after training they differ between ranks while
+    the weights agree. Evaluating (kNN, clustering, probes, test metrics) with the averaged statistics makes every
+    rank embed with the same network, so a 2-process evaluation equals a 1-process one on those weights.
+    """
+    layers = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+              and m.track_running_stats and m.running_mean is not None]
+    if not is_distributed() or not layers:
+        return len(layers)
+    flat = torch.cat([torch.cat((m.running_mean.float(), m.running_var.float())) for m in layers])
+    all_reduce_sum(flat).div_(world_size())
+    offset = 0
+    for m in layers:
+        n = m.running_mean.numel()
+        m.running_mean.copy_(flat[offset:offset + n])
+        m.running_var.copy_(flat[offset + n:offset + 2 * n])
+        offset += 2 * n
+    return len(layers)

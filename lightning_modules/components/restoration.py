@@ -9,6 +9,8 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from lightning_modules.components.numerics import full_precision
+
 
 def rgb_to_y(image: torch.Tensor) -> torch.Tensor:
     """ITU-R BT.601 luma as MATLAB ``rgb2ycbcr`` computes it, scaled to [0, 1]: (B, 3, H, W) -> (B, 1, H, W)."""
@@ -41,14 +43,21 @@ class RestorationMetrics(nn.Module):
         self.output_rgb, self.output_y, self.input_rgb, self.input_y = pair(), pair(), pair(), pair()
 
     def update(self, restored: torch.Tensor, degraded: torch.Tensor, target: torch.Tensor) -> None:
-        """All in [0, 1], (B, 3, H, W); values are quantised to 8 bits first."""
-        restored, degraded, target = quantize(restored.float()), quantize(degraded.float()), quantize(target.float())
-        self.output_rgb.update(restored, target)
-        self.input_rgb.update(degraded, target)
-        self.output_y.update(rgb_to_y(restored), rgb_to_y(target))
-        self.input_y.update(rgb_to_y(degraded), rgb_to_y(target))
+        """All in [0, 1], (B, 3, H, W); values are quantised to 8 bits first. Autocast is off here: under
+        bf16-mixed, SSIM's Gaussian filtering would otherwise run in bf16 and halve the score."""
+        with full_precision(restored.device):
+            restored, degraded, target = (quantize(restored.float()), quantize(degraded.float()),
+                                          quantize(target.float()))
+            self.output_rgb.update(restored, target)
+            self.input_rgb.update(degraded, target)
+            self.output_y.update(rgb_to_y(restored), rgb_to_y(target))
+            self.input_y.update(rgb_to_y(degraded), rgb_to_y(target))
 
     def compute(self) -> dict[str, torch.Tensor]:
+        with full_precision(self.output_rgb["psnr"].device):
+            return self._compute()
+
+    def _compute(self) -> dict[str, torch.Tensor]:
         out = {}
         for suffix, collection in (("", self.output_rgb), ("_y", self.output_y)):
             for name, value in collection.compute().items():

@@ -22,12 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from lightning_modules.components.backbones import Backbone
-from lightning_modules.components.distributed import gather
+from lightning_modules.components.distributed import average_batchnorm_statistics, gather
 from lightning_modules.components.kmeans import hierarchical_kmeans
 from lightning_modules.hcsc.moco import MoCoV2
 from lightning_modules.hcsc.prototypes import PrototypeHierarchy
 from lightning_modules.hcsc.selection import (
     Masking,
+    draw_keep_mask,
     instance_keep_probability,
     prototype_candidates,
     prototype_keep_probability,
@@ -84,6 +85,7 @@ class HCSC(MoCoV2):
     # ---- E-step --------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         if self.current_epoch >= self.hparams.warmup_epochs:
+            average_batchnorm_statistics(self)  # every rank's shard is embedded by the same momentum encoder
             self.update_prototypes()
 
     @torch.no_grad()
@@ -166,7 +168,7 @@ class HCSC(MoCoV2):
                 probability = instance_keep_probability(queue, self.hierarchy.centroids(level),
                                                         self.hierarchy.concentration(level), level_labels,
                                                         normalisers[level] if normalisers else None)
-                keep = torch.bernoulli(probability).bool()
+                keep = draw_keep_mask(probability)
             else:
                 keep = masks[level]
             drawn.append(keep)
@@ -215,7 +217,7 @@ class HCSC(MoCoV2):
             keep = None
             if self.hparams.prototype_selection and level < top:
                 probability = prototype_keep_probability(self.hierarchy.parent_probability(level), labels[level + 1])
-                keep = torch.bernoulli(probability).bool()
+                keep = draw_keep_mask(probability)
                 kept = kept + (keep & candidates).sum()  # masked sums: no data-dependent shapes, no host sync
                 offered = offered + candidates.sum() * keep.shape[0]
             logits = prototype_logits(q, centroids, self.hierarchy.concentration(level), level_labels, candidates,

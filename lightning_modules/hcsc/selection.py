@@ -100,3 +100,9 @@ def prototype_logits(
     negatives = similarity if keep is None else _mask(similarity, keep, masking)
     negatives = negatives.masked_fill(~candidates[None, :], float("-inf"))
     return torch.cat((positive, negatives), dim=1)
+
+
+def draw_keep_mask(probability: torch.Tensor) -> torch.Tensor:
+    """Bernoulli draw of the selection mask. A diverged model yields NaN probabilities; they keep the candidate
+    (no selection) instead of failing inside ``torch.bernoulli``, so the divergence guard can report the step."""
+    return torch.bernoulli(probability.nan_to_num(nan=1.0).clamp(0.0, 1.0)).bool()
