@@ -24,11 +24,11 @@ from contrastlab.checkpoints import newest_checkpoint, read_progress, resolve_ck
 from contrastlab.errors import DivergenceError, report_user_errors  # noqa: E402
 from contrastlab.loggers import HistoryCSVLogger, truncate_csv_history  # noqa: E402
 from contrastlab.run import (  # noqa: E402
+    ConfigPrinter,
     instantiate_group,
     instantiate_loggers,
     log,
     log_hyperparameters,
-    print_config,
     register_resolvers,
     run_context,
     scalar_metrics,
@@ -49,6 +49,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     model: pl.LightningModule = instantiate(cfg.model)
     callbacks = instantiate_group(cfg.get("callbacks"))
+    if cfg.get("print_config"):
+        callbacks.append(ConfigPrinter(cfg, output_dir))
     loggers = instantiate_loggers(cfg.get("logger"), output_dir)
     if ckpt_path:  # the rows logged after the restored step are logged again by the resumed run
         step = (read_progress(Path(ckpt_path)) or (-1, -1))[0]
@@ -56,8 +58,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
             if isinstance(logger, HistoryCSVLogger):
                 truncate_csv_history(Path(logger.log_dir) / "metrics.csv", step)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    if cfg.get("print_config"):
-        print_config(cfg, output_dir)
     log_hyperparameters(trainer, model, cfg)
 
     metrics: dict[str, float] = {}
@@ -89,7 +89,7 @@ def fit(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.Lightning
             diverged = DivergenceError(
                 f"training diverged by step {trainer.global_step} (the weights are not finite; the step failed with "
                 f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); last good "
-                f"checkpoint: {last_good or 'none'}. Lower the learning rate or resume from that checkpoint")
+                f"checkpoint: {last_good or 'none'}; lower the learning rate")
         if diverged is None:
             raise
         if trainer.is_global_zero:

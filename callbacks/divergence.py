@@ -15,7 +15,8 @@ from contrastlab.errors import DivergenceError
 
 
 class DivergenceGuard(pl.Callback):
-    """Raise :class:`DivergenceError` on a non-finite loss or one above ``max_ratio`` x its running median.
+    """Raise :class:`DivergenceError` on a non-finite loss, one above ``max_loss``, or one above ``max_ratio`` x
+    its running median.
 
     The check runs after every optimisation step, before any epoch-end checkpoint, so the checkpoints on disk
     hold the last finite weights; the error names the step and the newest of them. ``train.py`` reports it as one
@@ -24,15 +25,16 @@ class DivergenceGuard(pl.Callback):
     Args:
         monitor: the logged training loss to watch (``train/loss`` for every method); the step output's ``loss``
             is used when the module logs no such key.
+        max_loss: stop when |loss| exceeds this value (the methods' losses are O(1-10); None: no ceiling).
         max_ratio: stop when |loss| exceeds this multiple of the median |loss| of the last ``window`` steps
             (None: non-finite losses only).
         window: steps in the running median.
         min_history: steps seen before the ratio test starts (early losses move fast).
     """
 
-    def __init__(self, monitor: str = "train/loss", max_ratio: float | None = 1000.0, window: int = 100,
-                 min_history: int = 20) -> None:
-        self.monitor, self.max_ratio, self.min_history = monitor, max_ratio, min_history
+    def __init__(self, monitor: str = "train/loss", max_loss: float | None = 1.0e6, max_ratio: float | None = 1000.0,
+                 window: int = 100, min_history: int = 20) -> None:
+        self.monitor, self.max_loss, self.max_ratio, self.min_history = monitor, max_loss, max_ratio, min_history
         self._history: deque[float] = deque(maxlen=window)
 
     def _loss(self, trainer: pl.Trainer, outputs: Any) -> torch.Tensor | None:
@@ -52,6 +54,8 @@ class DivergenceGuard(pl.Callback):
         reason = None
         if not math.isfinite(value):
             reason = f"`{self.monitor}` is {value}"
+        elif self.max_loss is not None and abs(value) > self.max_loss:
+            reason = f"`{self.monitor}` = {value:.4g} is above max_loss={self.max_loss:g}"
         elif self.max_ratio and len(self._history) >= self.min_history:
             median = statistics.median(self._history)
             if abs(value) > self.max_ratio * max(median, 1e-12):
@@ -60,6 +64,7 @@ class DivergenceGuard(pl.Callback):
             self._history.append(abs(value))
             return
         last_good = newest_checkpoint(trainer.default_root_dir)
-        where = f"last good checkpoint: {last_good}" if last_good else "no checkpoint was written before it"
+        where = (f"last good checkpoint: {last_good} (resume from it with a lower learning rate)" if last_good
+                 else "no checkpoint was written before it; lower the learning rate")
         raise DivergenceError(f"training diverged at step {trainer.global_step} (epoch {trainer.current_epoch}): "
-                              f"{reason}; {where}. Lower the learning rate or resume from that checkpoint")
+                              f"{reason}; {where}")

@@ -186,18 +186,46 @@ def route_library_logs() -> None:
 
 @contextmanager
 def run_context(output_dir: str | Path) -> Iterator[None]:
-    """Print the run folder at start and end (also after an error) and always close the loggers."""
+    """Print the run folder at start and end (also after a failure) and always close the loggers. A user error
+    (``contrastlab.errors``) adds nothing here: the entry point reports it as one line."""
+    from contrastlab.errors import user_facing
+
     route_library_logs()
     quiet_known_warnings()
     rank_zero_info(f"[contrastlab] output directory: {output_dir}")
+    failed_by_user = False
     try:
         yield
-    except Exception:
-        rank_zero_info(f"[contrastlab] run failed; logs and checkpoints so far are in {output_dir}")
+    except Exception as error:
+        failed_by_user = user_facing(error) is not None
+        if not failed_by_user:
+            rank_zero_info(f"[contrastlab] run failed; logs and checkpoints so far are in {output_dir}")
         raise
     finally:
         close_loggers()
-        rank_zero_info(f"[contrastlab] output directory: {output_dir}")
+        if not failed_by_user:
+            rank_zero_info(f"[contrastlab] output directory: {output_dir}")
+
+
+class ConfigPrinter(pl.Callback):
+    """Print the composed config once the data has been set up, so that a bad path or file is reported as one
+    line instead of below a screen of YAML (the copy in ``config_tree.yaml`` is written at once)."""
+
+    def __init__(self, cfg: DictConfig, output_dir: str | Path) -> None:
+        self.cfg, self.output_dir = cfg, output_dir
+        save_config(cfg, output_dir)
+        self._printed = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if not self._printed:
+            self._printed = True
+            print_config(self.cfg, self.output_dir)
+
+
+@rank_zero_only
+def save_config(cfg: DictConfig, output_dir: str | Path) -> None:
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(output_dir) / "config_tree.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=False))
 
 
 def print_config(cfg: DictConfig, output_dir: str | Path) -> None:

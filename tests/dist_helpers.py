@@ -93,3 +93,44 @@ def clustering_and_knn(rank: int, world: int, port: int, out: str) -> None:
                 "centroids": [lvl.centroids for lvl in levels], "phi": [lvl.concentration for lvl in levels],
                 "hierarchy": hierarchy.state_dict(), "knn": knn}, Path(out) / f"cluster{rank}.pt")
     dist.destroy_process_group()
+
+
+class BNTrunk(nn.Module):
+    """A trunk with BatchNorm whose running statistics each rank sets differently, as a DDP epoch leaves them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 5))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(x), dim=1)
+
+
+def rank_statistics(model: BNTrunk, rank: int) -> None:
+    bn = model.net[1]
+    g = torch.Generator().manual_seed(100 + rank)
+    bn.running_mean.copy_(torch.randn(8, generator=g))
+    bn.running_var.copy_(torch.rand(8, generator=g) + 0.5)
+
+
+def bn_sync_and_knn(rank: int, world: int, port: int, out: str) -> None:
+    """Rank-specific BN statistics, averaged before evaluation; kNN of each rank's shard against the gathered bank."""
+    init(rank, world, port)
+    from callbacks.representation_eval import RepresentationEvaluation
+    from lightning_modules.components.distributed import average_batchnorm_statistics, gather_variable
+
+    data = shared_data()
+    model = BNTrunk().eval()
+    rank_statistics(model, rank)
+    average_batchnorm_statistics(model)
+    with torch.no_grad():
+        bank = gather_variable(model.embed(data["bank"][rank::world]))
+        bank_labels = gather_variable(data["bank_labels"][rank::world])
+        queries = model.embed(data["queries"][rank::world])
+    knn = RepresentationEvaluation(knn_k=[3, 10])._knn(None, bank, bank_labels, queries,
+                                                          data["query_labels"][rank::world], 3, "val")
+    bn = model.net[1]
+    torch.save({"knn": knn, "mean": bn.running_mean.clone(), "var": bn.running_var.clone()},
+               Path(out) / f"cluster{rank}.pt")
+    dist.destroy_process_group()

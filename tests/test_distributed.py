@@ -78,3 +78,29 @@ def test_collectives_are_identities_on_one_process() -> None:
     y = torch.ones(2)
     assert all_reduce_sum(y) is y
     assert F.normalize(x, dim=1).shape == (3, 2)
+
+
+@pytest.mark.ddp
+def test_two_process_knn_with_averaged_batchnorm_equals_one_process(tmp_path) -> None:
+    """DDP leaves BN running statistics per rank; averaged before evaluation, 2-process kNN = 1-process kNN."""
+    from callbacks.representation_eval import RepresentationEvaluation
+
+    ranks = spawn(helpers.bn_sync_and_knn, tmp_path)
+    assert torch.equal(ranks[0]["mean"], ranks[1]["mean"]) and torch.equal(ranks[0]["var"], ranks[1]["var"])
+    model = helpers.BNTrunk().eval()
+    stats = []
+    for rank in range(2):
+        helpers.rank_statistics(model, rank)
+        stats.append((model.net[1].running_mean.clone(), model.net[1].running_var.clone()))
+    model.net[1].running_mean.copy_((stats[0][0] + stats[1][0]) / 2)
+    model.net[1].running_var.copy_((stats[0][1] + stats[1][1]) / 2)
+    assert torch.allclose(ranks[0]["mean"], model.net[1].running_mean, atol=1e-6)
+    data = helpers.shared_data()
+    # The bank in the order the gather assembles it (rank-strided shards), which kNN does not depend on.
+    order = torch.cat([torch.arange(30)[r::2] for r in range(2)])
+    queries = torch.cat([torch.arange(11)[r::2] for r in range(2)])
+    with torch.no_grad():
+        expected = RepresentationEvaluation(knn_k=[3, 10])._knn(
+            None, model.embed(data["bank"][order]), data["bank_labels"][order], model.embed(data["queries"][queries]),
+            data["query_labels"][queries], 3, "val")
+    assert ranks[0]["knn"] == expected == ranks[1]["knn"]

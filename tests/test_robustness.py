@@ -1,0 +1,251 @@
+"""Nothing lost, nothing mixed up: resume, run folders, divergence, bad files, one-line errors, fp32 metrics."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import CLEAN_ENV, NLCL_TINY, ROOT
+from PIL import Image
+
+from contrastlab.errors import CheckpointError, DivergenceError
+
+CPU = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32-true", "trainer.strategy=auto"]
+SHORT = ["experiment=nlcl_demo", *NLCL_TINY, *CPU, "data.samples_per_epoch=6", "test=false",
+         "trainer.check_val_every_n_epoch=50", "callbacks.model_checkpoint.every_n_epochs=5"]
+
+
+def progress(path: Path) -> tuple[int, int]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return state["global_step"], state["epoch"]
+
+
+def csv_steps(run: Path) -> list[int]:
+    with (run / "csv" / "metrics.csv").open() as handle:
+        return sorted(int(r["step"]) for r in csv.DictReader(handle) if r.get("train/loss"))
+
+
+def test_failed_resume_then_resume_continues_the_real_run(make_cfg, tmp_path) -> None:
+    from train import train
+
+    run = tmp_path / "run"
+    train(make_cfg(*SHORT, "trainer.max_epochs=2", output_dir=run))
+    assert progress(run / "checkpoints" / "last.ckpt") == (2 * 3 * 2, 1)  # 2 epochs x 3 its x (D + G); ends
+    # between intervals (every 5 epochs) and still holds the final weights
+    with pytest.raises(CheckpointError, match="ckpt_path"):
+        train(make_cfg(*SHORT, "trainer.max_epochs=3", f"ckpt_path={run / 'typo.ckpt'}", output_dir=run))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]  # no exception checkpoint
+    train(make_cfg(*SHORT, "trainer.max_epochs=3", "ckpt_path=last", output_dir=run))
+    assert progress(run / "checkpoints" / "last.ckpt") == (3 * 3 * 2, 2)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]  # no last-v1.ckpt
+
+    straight = tmp_path / "straight"
+    train(make_cfg(*SHORT, "trainer.max_epochs=3", output_dir=straight))
+    assert csv_steps(run) == csv_steps(straight)  # the CSV history survived the resume, without duplicates
+
+
+def test_last_prefers_the_newest_complete_checkpoint_over_an_older_exception_file(tmp_path) -> None:
+    from contrastlab.checkpoints import newest_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    torch.save({"global_step": 12, "epoch": 1}, folder / "last.ckpt")
+    time.sleep(0.01)
+    torch.save({"global_step": 0, "epoch": 0}, folder / "on_exception.ckpt")  # newer file, older state
+    (folder / "cut.ckpt").write_bytes(b"PK\x03\x04 truncated")
+    assert newest_checkpoint(tmp_path) == folder / "last.ckpt"
+    torch.save({"global_step": 14, "epoch": 1}, folder / "on_exception.ckpt")  # a mid-epoch state ahead of it
+    assert newest_checkpoint(tmp_path) == folder / "on_exception.ckpt"
+
+
+def test_a_fresh_run_never_adopts_another_runs_checkpoints(make_cfg, tmp_path, monkeypatch) -> None:
+    from train import train
+
+    run = tmp_path / "run"
+    train(make_cfg(*SHORT, "trainer.max_epochs=1", output_dir=run))
+    with pytest.raises(CheckpointError, match="already holds checkpoints"):
+        train(make_cfg(*SHORT, "trainer.max_epochs=2", output_dir=run))
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # a requeued job continues its own run
+    train(make_cfg(*SHORT, "trainer.max_epochs=2", output_dir=run))
+    assert progress(run / "checkpoints" / "last.ckpt") == (2 * 3 * 2, 1)
+
+
+def test_run_ids_are_unique_and_slurm_ids_are_shared(monkeypatch) -> None:
+    from contrastlab import run as run_module
+
+    for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_STEP_ID", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(key, raising=False)
+    assert run_module.run_id().startswith(run_module._STARTED + "_")
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_STEP_ID", "1")
+    assert run_module.run_id() == "slurm-77-step1"
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "70")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.setenv("SLURM_STEP_ID", "4294967294")  # the batch step: no step part
+    assert run_module.run_id() == "slurm-70_3"
+
+
+def cli(*args: str, timeout: int = 300) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env={**CLEAN_ENV, "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path) -> None:
+    args = ["train.py", "train=false", "test=false", "print_config=false", f"paths.log_dir={tmp_path}"]
+    runs = [cli(*args, f"seed={seed}") for seed in (1, 2)]
+    for process in runs:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-2000:]
+    folders = sorted((tmp_path / "nlcl_demo" / "runs").iterdir())
+    assert len(folders) == 2
+    seeds = sorted(json.loads(json.dumps(__import__("yaml").safe_load((f / ".hydra" / "config.yaml").read_text())))
+                   ["seed"] for f in folders)
+    assert seeds == [1, 2] and all((f / "metrics.json").exists() for f in folders)
+
+
+def test_divergence_stops_names_the_step_and_keeps_the_good_checkpoint(make_cfg, tmp_path) -> None:
+    from train import train
+
+    run = tmp_path / "run"
+    poison = ["+callbacks.poison._target_=helpers.PoisonWeightsAtEpoch", "+callbacks.poison.epoch=1"]
+    with pytest.raises(DivergenceError, match=r"step \d+.*last good checkpoint: .*last.ckpt"):
+        train(make_cfg(*SHORT, "trainer.max_epochs=3", *poison, output_dir=run))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["epoch"] == 0 and all(torch.isfinite(v).all() for v in state["state_dict"].values()
+                                       if v.is_floating_point())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and "step" in metrics["error"]
+
+
+def test_hcsc_selection_survives_nan_probabilities() -> None:
+    from lightning_modules.hcsc.selection import draw_keep_mask
+
+    keep = draw_keep_mask(torch.tensor([[float("nan"), 0.0, 1.0, 1.5]]))
+    assert keep.tolist() == [[True, False, True, True]]
+
+
+def write_bad_files(folder: Path, stem: str, reference: np.ndarray) -> None:
+    """A truncated PNG and a JPEG whose scan is cut short, beside good files."""
+    Image.fromarray(reference).save(folder / f"{stem}.jpg", quality=90)
+    data = (folder / f"{stem}.jpg").read_bytes()
+    (folder / f"{stem}.jpg").write_bytes(data[: len(data) // 2])
+
+
+def test_rain_data_catches_a_truncated_jpeg_at_setup(tmp_path, paired_rain_dir) -> None:
+    from datamodules.images import ImageReadError
+    from datamodules.rain import FolderSplits, RainDataModule
+
+    root = tmp_path / "rain"
+    for sub in ("input", "target"):
+        (root / sub).mkdir(parents=True)
+        for f in (paired_rain_dir / sub).iterdir():
+            (root / sub / f.name).write_bytes(f.read_bytes())
+    rng = np.random.default_rng(0)
+    write_bad_files(root / "input", "11", rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    dm = RainDataModule(FolderSplits(rainy_dir=str(root / "input"), clean_dir=str(root / "target")), crop_size=32)
+    with pytest.raises(ImageReadError, match="11.jpg"):
+        dm.setup("fit")
+    skipping = RainDataModule(FolderSplits(rainy_dir=str(root / "input"), clean_dir=str(root / "target")),
+                              crop_size=32, on_bad_file="skip")
+    skipping.setup("fit")
+    assert all(item.path.name != "11.jpg" for item in skipping.splits.train_rainy)
+
+
+def test_image_folder_catches_corrupt_and_truncated_jpegs_at_setup(tmp_path) -> None:
+    from datamodules.imagefolder import ImageDataModule
+    from datamodules.images import ImageReadError
+    from datamodules.synthetic import write_image_folder
+
+    write_image_folder(tmp_path, num_classes=2, per_class=4, size=32, split="train", seed=0)
+    klass = sorted((tmp_path / "train").iterdir())[0]
+    rng = np.random.default_rng(1)
+    write_bad_files(klass, "truncated", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    (klass / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(rng.integers(0, 255, 3000, dtype=np.uint8)))
+    with pytest.raises(ImageReadError, match=r"corrupt.jpg.*1 more bad file"):
+        ImageDataModule(str(tmp_path), val_dir=None, num_workers=0).setup("fit")
+    dm = ImageDataModule(str(tmp_path), val_dir=None, num_workers=0, on_bad_file="skip")
+    dm.setup("fit")
+    assert len(dm.train_files) == 8 and not any("corrupt" in f.name or "trunc" in f.name for f in dm.train_files)
+    ImageDataModule(str(tmp_path), val_dir=None, num_workers=0, verify=False).setup("fit")  # the opt-out
+
+
+def test_domain_folder_names_a_bad_image(tmp_path) -> None:
+    from datamodules.domains import DomainFolderSource
+    from datamodules.images import ImageReadError
+
+    for domain in ("a", "b"):
+        (tmp_path / domain).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((8, 8, 3), i * 40, np.uint8)).save(tmp_path / domain / f"{i}.png")
+    write_bad_files(tmp_path / "b", "cut", np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(ImageReadError, match="cut.jpg"):
+        DomainFolderSource(str(tmp_path), size=8).load()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["ckpt_path=/no/such.ckpt"], "error: checkpoint '/no/such.ckpt' does not exist (config key `ckpt_path`)"),
+    (["experiment=nlcl_rain100l"], "data.root"),
+    (["experiment=hcsc_cifar", "data.root=/no/where"], "error: data folder '/no/where' does not exist"),
+])
+def test_user_errors_are_one_line_without_a_traceback(tmp_path, args, expected) -> None:
+    result = subprocess.run([sys.executable, "train.py", *args, f"paths.log_dir={tmp_path}"], cwd=ROOT,
+                            env=CLEAN_ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout and "task_name:" not in result.stdout  # no config dump
+    assert expected in result.stderr.strip().splitlines()[-1]
+
+
+def test_restoration_metrics_are_fp32_under_bf16_autocast() -> None:
+    from lightning_modules.components.restoration import RestorationMetrics
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 40, 40, generator=g)
+    restored = (target + 0.05 * torch.randn(2, 3, 40, 40, generator=g)).clamp(0, 1)
+    rainy = (target + 0.2 * torch.rand(2, 3, 40, 40, generator=g)).clamp(0, 1)
+    scores = []
+    for autocast in (False, True):
+        metrics = RestorationMetrics()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            metrics.update(restored, rainy, target)
+            scores.append({k: float(v) for k, v in metrics.compute().items()})
+    assert scores[0] == pytest.approx(scores[1], abs=1e-6)
+
+
+def test_the_same_checkpoint_scores_the_same_under_fp32_and_bf16(make_cfg, tmp_path, paired_rain_dir) -> None:
+    from eval import evaluate
+    from train import train
+
+    common = ["experiment=nlcl_rain100l", f"data.root={paired_rain_dir}", *NLCL_TINY, *CPU,
+              "data.splits.n_rainy=3", "data.splits.n_clean=3", "data.splits.n_test=4"]
+    train(make_cfg(*common, "trainer.max_epochs=1", "data.samples_per_epoch=2", "test=false",
+                   "trainer.check_val_every_n_epoch=5", output_dir=tmp_path / "fit"))
+    ckpt = tmp_path / "fit" / "checkpoints" / "last.ckpt"
+    runs = [evaluate(make_cfg(*common, f"ckpt_path={ckpt}", f"trainer.precision={precision}", config_name="eval",
+                              output_dir=tmp_path / precision)) for precision in ("32-true", "bf16-mixed")]
+    for key in ("test/ssim_rainy", "test/psnr_rainy", "test/ssim_y_rainy"):  # the metric alone: exact
+        assert runs[1][key] == pytest.approx(runs[0][key], abs=1e-6)
+    for key in ("test/ssim", "test/ssim_y"):  # plus the network's own bf16 forward (the 0.396-vs-0.746 bug is gone)
+        assert runs[1][key] == pytest.approx(runs[0][key], abs=1e-3)
+    for key in ("test/psnr", "test/psnr_y"):
+        assert runs[1][key] == pytest.approx(runs[0][key], abs=0.05)
+
+
+def test_train_log_holds_the_run_and_eval_runs_go_under_logs_eval(tmp_path) -> None:
+    from test_train import cli as run_cli
+
+    run_cli("train.py", *NLCL_TINY, "trainer.fast_dev_run=true", "print_config=false", f"paths.log_dir={tmp_path}")
+    run = next((tmp_path / "nlcl_demo" / "runs").iterdir())
+    log = (run / "train.log").read_text()
+    assert "output directory" in log and "held-out PSNR" in log
+    result = run_cli("eval.py", *NLCL_TINY, "trainer.limit_test_batches=1", f"paths.log_dir={tmp_path}")
+    assert [p.name for p in (tmp_path / "eval" / "nlcl_demo" / "runs").iterdir()]  # apart from training runs
+    assert "Tip:" not in result.stdout + result.stderr and "deprecated" not in result.stderr
