@@ -78,3 +78,40 @@ class LastCheckpoint(ModelCheckpoint):
     @property
     def state_key(self) -> str:
         return self._generate_state_key(kind="last")
+
+
+class RNGStateCheckpoint(pl.Callback):
+    """Store the random number generators' states (torch, CUDA, numpy, python) in every checkpoint and restore them
+    on resume, so that a run resumed from an epoch-end checkpoint draws the same shuffles, crops and augmentations
+    as the uninterrupted run. Measured: a tiny NLCL run resumed at an epoch boundary ends within 1e-4 of the
+    uninterrupted weights, not bit-identical (some state outside the generators still differs); a mid-epoch
+    (exception) resume and DDP (rank 0's states are saved) are close, not exact.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        from lightning_fabric.utilities.seed import _collect_rng_states
+
+        states = _collect_rng_states(include_cuda=torch.cuda.is_available())
+        kind, keys, position, has_gauss, gauss = states["numpy"]
+        # Plain types and tensors only: Lightning loads checkpoints with weights_only=True.
+        states["numpy"] = (kind, torch.from_numpy(keys.astype("int64")), int(position), int(has_gauss), float(gauss))
+        checkpoint["rng_states"] = states
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        self._pending = checkpoint.get("rng_states")
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Applied here, after the set-up between restore and the first step (optimisers, loaders) drew from them.
+        from lightning_fabric.utilities.seed import _set_rng_states
+
+        states, self._pending = getattr(self, "_pending", None), None
+        if states:
+            states = dict(states)
+            kind, keys, position, has_gauss, gauss = states["numpy"]
+            states["numpy"] = (kind, keys.numpy().astype("uint32"), position, has_gauss, gauss)
+            _set_rng_states(states)

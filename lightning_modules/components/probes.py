@@ -50,6 +50,7 @@ def _fit_mlp(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        recalibrate_batchnorm(model, train_x[fit_idx])
         score = score_fn(model, train_x[val_idx], train_y[val_idx])
         if score > best:
             best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
@@ -59,6 +60,29 @@ def _fit_mlp(
                 break
     model.load_state_dict(best_state)
     return model
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, chunk: int = 4096) -> None:
+    """Set every BatchNorm's running statistics to the exact mean / variance over ``x`` (one pass, no update of
+    the weights). With momentum 0.1 and few steps per epoch (a few hundred codes: one or two batches), the running
+    statistics stay near their initial values and the eval-mode probe scores below chance; the fitted codes'
+    own statistics fix that (deviation from the official probe, which evaluates with the running averages)."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers or x.shape[0] < 2:
+        return
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the chunks
+    was_training = model.training
+    model.train()
+    for i in range(0, x.shape[0], chunk):
+        if x[i:i + chunk].shape[0] >= 2:
+            model(x[i:i + chunk])
+    model.train(was_training)
+    for m, momentum in zip(layers, momenta):
+        m.momentum = momentum
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from contrastlab.errors import MissingPathError
 from lightning_modules.base import BaseModule, OptimizerFactory, trainable
 from lightning_modules.components.restoration import RestorationMetrics, tiled_apply
 from lightning_modules.nlcl.losses import LayerContrastLoss, PatchNCELoss, lsgan_loss
@@ -92,9 +93,9 @@ class NLCL(BaseModule):
         self.automatic_optimization = False
         self.G_B, self.G_R, self.D = generator_b, generator_r, discriminator
         if pretrained_b:
-            load_official_generator(self.G_B, pretrained_b)
+            load_official_generator(self.G_B, pretrained_b, "G_B", "model.pretrained_b")
         if pretrained_r:
-            load_official_generator(self.G_R, pretrained_r)
+            load_official_generator(self.G_R, pretrained_r, "G_R", "model.pretrained_r")
 
         self.loc_layers, self.discriminator_taps = sorted(loc_layers), sorted(discriminator_taps)
         self.loc_heads = ProjectionHeads(self.G_B.tap_channels(self.loc_layers), head_dim)
@@ -313,13 +314,16 @@ class NLCL(BaseModule):
         return {"name": list(batch["name"]), "image": (background + 1) / 2}
 
 
-def load_official_generator(generator: LayerGenerator, path: str | Path) -> None:
-    """Load a released NLCL generator state dict (``latest_net_Back.pth``) with strict key matching."""
+def load_official_generator(generator: LayerGenerator, path: str | Path, name: str = "G_B",
+                            key: str = "model.pretrained_b") -> None:
+    """Load a released NLCL generator state dict (``latest_net_Back.pth``) with strict key matching, or the
+    ``name`` network (``G_B`` / ``G_R``) of a project checkpoint; a missing file names its config ``key``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"NLCL generator checkpoint '{path}' does not exist")
+        raise MissingPathError(f"NLCL generator checkpoint '{path}' does not exist (config key `{key}`; the released "
+                               "weights are in ../shared/data/nlcl_official, see the README)")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if "state_dict" in state:  # a Lightning checkpoint of this project
-        prefix = "G_B." if any(k.startswith("G_B.") for k in state["state_dict"]) else "G_R."
+    if "state_dict" in state:  # a Lightning checkpoint of this project: the weights of the network loaded into
+        prefix = f"{name}."
         state = {k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
     generator.load_state_dict(state, strict=True)
