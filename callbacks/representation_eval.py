@@ -18,7 +18,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_modules.components.distributed import all_reduce_sum, average_batchnorm_statistics, gather_variable
-from lightning_modules.components.evaluation import clustering_scores, knn_predict, linear_probe
+from lightning_modules.components.evaluation import clustering_scores, knn_predict_many, linear_probe
 from lightning_modules.components.kmeans import spherical_kmeans
 
 
@@ -64,8 +64,9 @@ class RepresentationEvaluation(pl.Callback):
              queries: torch.Tensor, labels: torch.Tensor, num_classes: int, stage: str) -> dict[str, float]:
         """kNN accuracies of this rank's queries against the full bank, reduced over ranks."""
         out = {}
+        all_scores = knn_predict_many(bank, bank_labels, queries, num_classes, self.knn_k, self.knn_temperature)
         for position, k in enumerate(self.knn_k):
-            scores = knn_predict(bank, bank_labels, queries, num_classes, k, self.knn_temperature)
+            scores = all_scores[k]
             ranked = scores.argsort(dim=1, descending=True)
             counts = torch.stack([(ranked[:, :1] == labels[:, None]).any(1).sum(),
                                   (ranked[:, :5] == labels[:, None]).any(1).sum(),

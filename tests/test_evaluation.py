@@ -149,3 +149,14 @@ def test_folder_table_columns_are_typed(tmp_path) -> None:
     data = DomainFolderSource(str(tmp_path), factors_csv=str(tmp_path / "labels.csv"), size=8).load()
     assert data.factor_levels == {"pose": 3, "material": 2}
     assert data.continuous["yaw"].dtype == np.float32 and data.continuous["yaw"].tolist()[:3] == [-0.25, 0.25, 0.75]
+
+
+def test_one_knn_pass_serves_every_k_like_separate_passes() -> None:
+    from lightning_modules.components.evaluation import knn_predict_many
+
+    g = torch.Generator().manual_seed(5)
+    bank, queries = torch.randn(50, 8, generator=g), torch.randn(13, 8, generator=g)
+    labels = torch.randint(0, 4, (50,), generator=g)
+    many = knn_predict_many(bank, labels, queries, 4, [3, 20, 200], temperature=0.1, chunk=5)
+    for k in (3, 20, 200):
+        assert torch.allclose(many[k], knn_predict(bank, labels, queries, 4, k=k, temperature=0.1), atol=1e-6)

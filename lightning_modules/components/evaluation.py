@@ -28,13 +28,30 @@ def knn_predict(
 
     Queries are processed in chunks so the similarity matrix never exceeds ``chunk`` x N.
     """
+    return knn_predict_many(bank, bank_labels, queries, num_classes, [k], temperature, chunk)[k]
+
+
+@torch.no_grad()
+def knn_predict_many(
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    queries: torch.Tensor,
+    num_classes: int,
+    ks: list[int],
+    temperature: float = 0.07,
+    chunk: int = 1024,
+) -> dict[int, torch.Tensor]:
+    """``{k: class scores}`` for several neighbourhood sizes from one similarity pass and one top-max(k) per chunk
+    (the neighbours come sorted, so each smaller k takes the leading columns)."""
     bank, queries = F.normalize(bank.float(), dim=1), F.normalize(queries.float(), dim=1)
-    k = min(k, bank.shape[0])
-    scores = torch.zeros(queries.shape[0], num_classes, device=queries.device)
+    widest = min(max(ks), bank.shape[0])
+    scores = {k: torch.zeros(queries.shape[0], num_classes, device=queries.device) for k in ks}
     for start in range(0, queries.shape[0], chunk):
-        sims, index = (queries[start:start + chunk] @ bank.T).topk(k, dim=1)
-        weights = (sims / temperature).exp()
-        scores[start:start + chunk].scatter_add_(1, bank_labels[index], weights)
+        sims, index = (queries[start:start + chunk] @ bank.T).topk(widest, dim=1)
+        weights, labels = (sims / temperature).exp(), bank_labels[index]
+        for k in ks:
+            kept = min(k, widest)
+            scores[k][start:start + chunk].scatter_add_(1, labels[:, :kept], weights[:, :kept])
     return scores
 
 
