@@ -109,3 +109,65 @@ def test_hierarchy_paths_are_consistent() -> None:
     assert levels[-1].parent is None
     with pytest.raises(ValueError, match="decrease"):
         hierarchical_kmeans(x, [4, 8], distributed=False)
+
+
+def l2_kmeans_loop(x: torch.Tensor, k: int, iterations: int, seed: int) -> tuple[torch.Tensor, list[int], list[float]]:
+    """faiss' L2 k-means written plainly: seeded initial rows, raw means as centroids, nearest raw centroid by L2,
+    and the squared distances to the final raw centroids (what the official code turns into phi)."""
+    chosen = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed * 1009))[:k]
+    centroids = x[chosen].clone()
+
+    def assign() -> list[int]:
+        return [min(range(k), key=lambda c: float((x[i] - centroids[c]).pow(2).sum())) for i in range(x.shape[0])]
+
+    for _ in range(iterations):
+        assignments = assign()
+        for c in range(k):
+            members = [x[i] for i in range(x.shape[0]) if assignments[i] == c]
+            if members:
+                centroids[c] = torch.stack(members).mean(0)
+    assignments = assign()
+    distances = [float((x[i] - centroids[assignments[i]]).pow(2).sum()) for i in range(x.shape[0])]
+    return centroids, assignments, distances
+
+
+def test_euclidean_kmeans_and_phi_follow_the_official_faiss_rule() -> None:
+    from lightning_modules.components.kmeans import kmeans
+
+    x, _ = blobs(30, 4, 8, 0.9, seed=6)
+    result = kmeans(x, 4, iterations=10, seed=2, distributed=False, chunk=13, metric="euclidean")
+    centroids, assignments, distances = l2_kmeans_loop(x, 4, 10, seed=2)
+    assert result.assignments.tolist() == assignments
+    assert torch.allclose(result.raw_centroids, centroids, atol=1e-5)
+    assert torch.allclose(result.centroids, F.normalize(centroids, dim=1), atol=1e-5)
+    assert result.inertia == pytest.approx(sum(distances), rel=1e-4)
+    phi = concentration(x, result, temperature=0.2, distributed=False)
+    raw = []
+    for c in range(4):
+        member = [math.sqrt(d) for d, a in zip(distances, assignments) if a == c]
+        raw.append(sum(member) / len(member) / math.log(len(member) + 10) if len(member) > 1 else None)
+    top = max(v for v in raw if v is not None)
+    raw = torch.tensor([top if v is None else v for v in raw])
+    raw = raw.clamp(torch.quantile(raw, 0.1), torch.quantile(raw, 0.9))
+    assert torch.allclose(phi, 0.2 * raw / raw.mean(), atol=1e-5)
+
+
+def test_the_two_metrics_assign_differently_when_centroids_are_not_unit() -> None:
+    """Raw L2 centroids of different norms: nearest by L2 is not nearest by cosine (the official rule is L2)."""
+    from lightning_modules.components.kmeans import _assign
+
+    centroids = torch.tensor([[0.9, 0.0], [0.3, 0.3]])
+    x = F.normalize(torch.tensor([[1.0, 0.6]]), dim=1)
+    by_l2, _ = _assign(x, centroids, 4, -0.5 * centroids.pow(2).sum(1))
+    by_cosine, _ = _assign(x, F.normalize(centroids, dim=1), 4)
+    assert by_l2.item() == 0 and by_cosine.item() == 1
+
+
+def test_the_convergence_stop_uses_fewer_iterations_at_equal_quality() -> None:
+    from lightning_modules.components.kmeans import kmeans
+
+    x, _ = blobs(200, 10, 16, 0.3, seed=7)
+    fixed = kmeans(x, 10, iterations=50, seed=1, distributed=False)
+    early = kmeans(x, 10, iterations=50, seed=1, distributed=False, tol=1e-6)
+    assert fixed.iterations == 50 and early.iterations < 50
+    assert early.inertia == pytest.approx(fixed.inertia, rel=1e-4)

@@ -52,6 +52,10 @@ class HCSC(MoCoV2):
             negative). Off by default: a bug with negligible effect, fixed.
         kmeans_iterations / kmeans_restarts / kmeans_seed: k-means settings (faiss: 20 iterations, 5 restarts,
             per-level seeds 0, 1, 2 = ``kmeans_seed + level``).
+        kmeans_metric: ``euclidean`` (official: faiss L2 k-means, raw centroids, phi from the distances to them) or
+            ``spherical`` (cosine to normalised centroids, phi to the members' mean).
+        kmeans_tol: stop a k-means run once its objective moves by less than this fraction (None: the official
+            fixed number of iterations).
         concentration_temperature: the mean of phi at every level (0.2).
     """
 
@@ -69,6 +73,8 @@ class HCSC(MoCoV2):
         kmeans_iterations: int = 20,
         kmeans_restarts: int = 5,
         kmeans_seed: int = 0,
+        kmeans_metric: str = "euclidean",
+        kmeans_tol: float | None = None,
         concentration_temperature: float = 0.2,
         **moco: Any,
     ) -> None:
@@ -111,7 +117,8 @@ class HCSC(MoCoV2):
         extracted = time.perf_counter()
         hp = self.hparams
         levels = hierarchical_kmeans(features, self.num_clusters, hp.concentration_temperature, hp.kmeans_iterations,
-                                     hp.kmeans_restarts, hp.kmeans_seed, distributed=True)
+                                     hp.kmeans_restarts, hp.kmeans_seed, distributed=True,
+                                     metric=hp.get("kmeans_metric", "euclidean"), tol=hp.get("kmeans_tol"))
         self.hierarchy.update(levels, indices, len(loader.dataset))
         self._queue_normalisers = None  # new prototypes: rebuilt from the whole queue at the next step
         done = time.perf_counter()
