@@ -58,6 +58,12 @@ def _assign(x: torch.Tensor, centroids: torch.Tensor, chunk: int,
     return index, score
 
 
+def default_chunk(device: torch.device) -> int:
+    """Rows per assignment chunk: on CPUs a chunk x K block that stays in cache (2048 rows: 1.6x faster than 65536
+    at K = 3000 on 2 cores, on par with faiss' blocked search); accelerators want one large matmul."""
+    return 2048 if device.type == "cpu" else 65536
+
+
 def _global_offsets(n_local: int, device: torch.device) -> tuple[int, int]:
     sizes = gather(torch.tensor([n_local], device=device)).tolist()
     return sum(sizes[: rank()]), sum(sizes)
@@ -88,7 +94,7 @@ def kmeans(
     iterations: int = 20,
     restarts: int = 1,
     seed: int = 0,
-    chunk: int = 65536,
+    chunk: int | None = None,
     distributed: bool = True,
     metric: str = "euclidean",
     tol: float | None = None,
@@ -99,6 +105,7 @@ def kmeans(
     runs by inertia is kept (faiss ``nredo``). ``tol`` (None: the official fixed ``iterations``) stops a run
     once the objective moved by less than ``tol`` relative to its value.
     """
+    chunk = chunk or default_chunk(x.device)
     if metric not in ("euclidean", "spherical"):
         raise ValueError(f"k-means metric must be euclidean or spherical, got {metric!r}")
     euclidean = metric == "euclidean"
@@ -151,7 +158,7 @@ def kmeans(
 
 
 def spherical_kmeans(x: torch.Tensor, k: int, iterations: int = 20, restarts: int = 1, seed: int = 0,
-                     chunk: int = 65536, distributed: bool = True, tol: float | None = None) -> KMeansResult:
+                     chunk: int | None = None, distributed: bool = True, tol: float | None = None) -> KMeansResult:
     """:func:`kmeans` with ``metric="spherical"`` (cosine to normalised centroids)."""
     return kmeans(x, k, iterations, restarts, seed, chunk, distributed, "spherical", tol)
 
@@ -197,7 +204,7 @@ def hierarchical_kmeans(
     iterations: int = 20,
     restarts: int = 1,
     seed: int = 0,
-    chunk: int = 65536,
+    chunk: int | None = None,
     distributed: bool = True,
     metric: str = "euclidean",
     tol: float | None = None,
