@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from contrastlab.errors import DataError, MissingPathError
 from datamodules.augmentations import Views
 from datamodules.augmentations import eval_transform as default_eval_transform
+from datamodules.device_decode import EncodedImageDataset, collate_encoded, decode_batch
 from datamodules.images import IMAGE_EXTENSIONS, list_images, load_rgb, natural_key
 from datamodules.sampling import ShardSampler
 from datamodules.verify import check_images
@@ -116,6 +117,8 @@ class ImageDataModule(pl.LightningDataModule):
         verify: decode every file once at setup (in parallel threads) so that a corrupt or truncated image stops
             the run before training instead of killing a loader worker mid-epoch.
         on_bad_file: ``error`` (stop, naming the file) or ``skip`` (drop it; the list goes to bad_files.txt).
+        decode_on_device: with ``device_views``, the workers read file bytes only and the batch is decoded on the
+            training device (``datamodules.device_decode``; nvJPEG on CUDA, the CPU decoder on a CPU run).
     """
 
     def __init__(
@@ -137,6 +140,7 @@ class ImageDataModule(pl.LightningDataModule):
         pin_memory: bool = True,
         verify: bool = True,
         on_bad_file: str = "error",
+        decode_on_device: bool = False,
     ) -> None:
         super().__init__()
         self.root, self.train_dir, self.val_dir = Path(root).expanduser(), train_dir, val_dir
@@ -147,6 +151,9 @@ class ImageDataModule(pl.LightningDataModule):
         self.batch_size, self.global_batch_size, self.eval_batch_size = batch_size, global_batch_size, eval_batch_size
         self.num_workers, self.max_train_samples, self.pin_memory = num_workers, max_train_samples, pin_memory
         self.verify, self.on_bad_file = verify, on_bad_file
+        if decode_on_device and device_views is None:
+            raise DataError("`data.decode_on_device=true` needs `data.device_views` (use data=imagenet_device_views)")
+        self.decode_on_device = decode_on_device
         self.train_files: list[Path] = []
         self.train_labels: list[int] | None = None
         self.eval_files: list[Path] = []
@@ -217,16 +224,20 @@ class ImageDataModule(pl.LightningDataModule):
         return self.global_batch_size // world
 
     # ---- loaders ---------------------------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool, collate_fn: Any = None) -> DataLoader:
         sampler = None
         if not train and self.trainer is not None and self.trainer.world_size > 1:
             sampler = ShardSampler(dataset, self.trainer.global_rank, self.trainer.world_size)
         return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                           num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available(),
-                          drop_last=train, persistent_workers=train and self.num_workers > 0)
+                          drop_last=train, persistent_workers=train and self.num_workers > 0, collate_fn=collate_fn)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
+        if self.decode_on_device:
+            batch = self.per_device_batch_size()
+            return self._loader(EncodedImageDataset(self.train_files, self.train_labels), batch, train=True,
+                                collate_fn=collate_encoded)
         if self.device_views is not None:
             transform = self.device_views.base_transform()
         elif self.train_views is not None:
@@ -249,6 +260,13 @@ class ImageDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.feature_dataloader("eval")
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and "encoded" in batch:  # decode_on_device: bytes -> uint8 squares on the device
+            batch = dict(batch)
+            device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+            batch["raw"] = decode_batch(batch.pop("encoded"), batch.pop("path"), self.device_views.base_size, device)
+        return batch
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.device_views is not None and isinstance(batch, dict) and "raw" in batch:
