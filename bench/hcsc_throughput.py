@@ -69,7 +69,8 @@ def build(args: argparse.Namespace, method: str) -> MoCoV2:
     backbone = ResNetBackbone(args.backbone, cifar_stem=args.cifar)
     common = dict(queue_size=args.queue, optimizer=functools.partial(torch.optim.SGD, lr=0.03, momentum=0.9,
                                                                      weight_decay=1e-4),
-                  channels_last=args.channels_last, projection_hidden=backbone.feature_dim)
+                  channels_last=args.channels_last, projection_hidden=backbone.feature_dim,
+                  compile=getattr(args, "compile", False))
     if method == "moco":
         return MoCoV2(backbone, **common)
     model = HCSC(backbone, num_clusters=args.clusters, warmup_epochs=0, **common)

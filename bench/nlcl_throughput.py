@@ -36,7 +36,8 @@ PRECISION = {"fp32": ("32-true", None), "bf16": ("bf16-mixed", torch.bfloat16), 
 
 def build(args: argparse.Namespace) -> NLCL:
     torch.manual_seed(0)
-    model = NLCL(LayerGenerator(), LayerGenerator(), PatchDiscriminator(),
+    width = getattr(args, "width", 64)  # 64: the official architecture
+    model = NLCL(LayerGenerator(width=width), LayerGenerator(width=width), PatchDiscriminator(base_channels=width),
                  optimizer=functools.partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999)),
                  channels_last=args.channels_last)
     if args.official_sampler:

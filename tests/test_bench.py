@@ -1,0 +1,34 @@
+"""The benchmark scripts cannot rot: the GPU suite's CPU smoke mode runs every section end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import CLEAN_ENV, ROOT
+
+
+@pytest.mark.slow
+def test_gpu_suite_smoke_runs_every_section(tmp_path) -> None:
+    result = subprocess.run([sys.executable, "bench/gpu_suite.py", str(tmp_path), "--smoke"], cwd=ROOT,
+                            env=CLEAN_ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    suite = json.loads((tmp_path / "gpu_suite.json").read_text())
+    assert set(suite["sections"]) == {"moco_hcsc", "nlcl", "kmeans", "dcodr", "jpeg"}
+    for name, section in suite["sections"].items():
+        assert section["status"] == "ok", (name, section["status"])
+        assert section["figures"] and all(v == v for v in section["figures"].values() if isinstance(v, float))
+    assert suite["sections"]["jpeg"]["figures"]["device decode images/s"] > 0
+    table = (tmp_path / "gpu_suite.md").read_text()
+    assert table.count("\n| ") == 6  # header + one row per section
+
+
+def test_kmeans_faiss_bench_runs_without_faiss_or_with_it(tmp_path) -> None:
+    result = subprocess.run([sys.executable, "bench/kmeans_faiss.py", "--n", "2000", "--clusters", "50", "--upper",
+                             "20", "--bank", "1000", "--queries", "100", "--repeats", "1", "--out",
+                             str(tmp_path / "k.json")], cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "k.json").read_text())["seconds"]["assignment pass: ours"] > 0
