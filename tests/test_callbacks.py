@@ -33,3 +33,26 @@ def test_prediction_writer_keeps_file_names(tmp_path: Path) -> None:
     writer.on_predict_batch_end(trainer, None, {"name": ["rain_01.png", "b.jpg"], "image": torch.rand(2, 3, 8, 8)},
                                 None, 0)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.jpg", "rain_01.png"]
+
+
+def test_learning_curves_plot_the_logged_values(make_cfg, tmp_path) -> None:
+    import csv
+    import json
+
+    from conftest import NLCL_TINY
+
+    from train import train
+
+    cfg = make_cfg("experiment=nlcl_demo", *NLCL_TINY, "trainer.accelerator=cpu", "trainer.devices=1",
+                   "trainer.max_epochs=2", "data.samples_per_epoch=4", "trainer.check_val_every_n_epoch=1",
+                   "trainer.log_every_n_steps=1", "data.val_images=1", "test=false", output_dir=tmp_path / "run")
+    train(cfg)
+    images = tmp_path / "run" / "images"
+    png = images / "learning_curves.png"
+    assert png.stat().st_size > 1000
+    plotted = json.loads((images / "learning_curves.json").read_text())
+    with (tmp_path / "run" / "csv" / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    for key in ("val/psnr", "train/loss"):
+        logged = [[int(float(r["step"])), float(r[key])] for r in rows if r.get(key)]
+        assert plotted[key] == sorted(logged) and len(logged) >= 2
