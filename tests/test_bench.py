@@ -32,3 +32,22 @@ def test_kmeans_faiss_bench_runs_without_faiss_or_with_it(tmp_path) -> None:
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "k.json").read_text())["seconds"]["assignment pass: ours"] > 0
+
+
+@pytest.mark.slow
+def test_reproduce_writes_its_table_and_plot_at_tiny_scale(tmp_path) -> None:
+    from datamodules.synthetic import write_image_folder
+
+    write_image_folder(tmp_path / "cifar", num_classes=4, per_class=12, size=32, split="test", seed=0)
+    out = tmp_path / "results"
+    command = [sys.executable, "bench/reproduce.py", "--scale", "tiny", "--data", str(tmp_path / "cifar"), "--seeds",
+               "1", "--out", str(out)]
+    result = subprocess.run(command, cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = (out / "tiny.md").read_text()
+    assert "HCSC NMI above MoCo v2's" in table and "| random | 1 |" in table and "| hcsc | 1 |" in table
+    assert (out / "tiny_moco_hcsc.png").stat().st_size > 1000
+    # Resumable: a second call keeps the finished runs instead of training again.
+    before = (out / "runs" / "tiny_moco_seed1" / "metrics.json").stat().st_mtime
+    subprocess.run(command, cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True, timeout=600, check=True)
+    assert (out / "runs" / "tiny_moco_seed1" / "metrics.json").stat().st_mtime == before
