@@ -110,3 +110,20 @@ def test_checkpoint_round_trip_restores_queue_prototypes_and_assignments(folder:
 def test_queue_size_must_divide_by_the_global_batch(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="queue_size"):
         fit(hcsc(queue_size=40), folder, 1, tmp_path)
+
+
+def test_split_bn_keys_are_encoded_in_shuffled_groups() -> None:
+    """bn_splits: every key is normalised with a random group of the batch, then returned in input order."""
+    from lightning_modules.components.backbones import ConvBackbone
+    from lightning_modules.hcsc.moco import MoCoV2
+
+    torch.manual_seed(0)
+    model = MoCoV2(ConvBackbone((4, 8)), projection_hidden=8, projection_dim=4, queue_size=16, bn_splits=2)
+    images = torch.randn(8, 3, 8, 8)
+    torch.manual_seed(1)
+    keys = model.split_bn_forward(images)
+    torch.manual_seed(1)
+    order = torch.randperm(8)
+    groups = [model.encoder_k(images[order][:4])[1], model.encoder_k(images[order][4:])[1]]
+    assert torch.allclose(keys, torch.cat(groups)[torch.argsort(order)], atol=1e-6)
+    assert not torch.allclose(keys, model.encoder_k(images)[1], atol=1e-4)  # whole-batch BN differs

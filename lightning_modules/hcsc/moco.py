@@ -62,6 +62,9 @@ class MoCoV2(BaseModule):
         momentum: key-encoder EMA coefficient m (0.999).
         temperature: t of the InfoNCE logits (0.2).
         shuffle_bn: shuffle the key batch across ranks (no effect on one process).
+        bn_splits: encode the (shuffled) key batch in this many groups, each with its own BatchNorm statistics, so
+            that on one device a key is never normalised with the same images as its query (the leak shuffle-BN
+            exists to close; MoCo's single-GPU CIFAR demo splits BN the same way). 1: off (multi-GPU runs).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class MoCoV2(BaseModule):
         momentum: float = 0.999,
         temperature: float = 0.2,
         shuffle_bn: bool = True,
+        bn_splits: int = 1,
         optimizer: OptimizerFactory | None = None,
         scheduler: dict[str, Any] | None = None,
         channels_last: bool = False,
@@ -107,8 +111,17 @@ class MoCoV2(BaseModule):
         ema_update(self.encoder_q, self.encoder_k, self.momentum)
         images, unshuffle = shuffle_across_ranks(self.format_input(images)) if self.hparams.shuffle_bn else (
             self.format_input(images), None)
-        keys = F.normalize(self.encoder_k(images)[1].float(), dim=1)
+        keys = F.normalize(self.split_bn_forward(images).float(), dim=1)
         return unshuffle_across_ranks(keys, unshuffle)
+
+    def split_bn_forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Key projections, the batch shuffled and encoded in ``bn_splits`` groups (a few groups, not samples)."""
+        splits = int(self.hparams.get("bn_splits", 1) or 1)
+        if splits <= 1 or images.shape[0] < 2 * splits:
+            return self.encoder_k(images)[1]
+        order = torch.randperm(images.shape[0], device=images.device)
+        keys = torch.cat([self.encoder_k(group)[1] for group in images[order].chunk(splits)])
+        return keys[torch.argsort(order)]
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
