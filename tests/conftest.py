@@ -233,3 +233,15 @@ def tiny_domain_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
     files["folder"] = folder
     return files
+
+
+def rain100l_checkpoint(make_cfg: Callable[..., DictConfig], paired_root: Path, output_dir: Path,
+                        extra: list[str]) -> tuple[list[str], Path]:
+    """Train tiny NLCL for one epoch on a 3/3/4 split of ``paired_root``; the overrides and its last.ckpt."""
+    from train import train
+
+    common = ["experiment=nlcl_rain100l", f"data.root={paired_root}", *NLCL_TINY, *extra,
+              "data.splits.n_rainy=3", "data.splits.n_clean=3", "data.splits.n_test=4"]
+    train(make_cfg(*common, "trainer.max_epochs=1", "data.samples_per_epoch=2", "test=false",
+                   "trainer.check_val_every_n_epoch=5", output_dir=output_dir))
+    return common, output_dir / "checkpoints" / "last.ckpt"

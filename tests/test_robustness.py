@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CLEAN_ENV, NLCL_TINY, ROOT
+from conftest import CLEAN_ENV, NLCL_TINY, ROOT, rain100l_checkpoint
 from PIL import Image
 
 from contrastlab.errors import CheckpointError, DivergenceError
@@ -222,13 +222,8 @@ def test_restoration_metrics_are_fp32_under_bf16_autocast() -> None:
 
 def test_the_same_checkpoint_scores_the_same_under_fp32_and_bf16(make_cfg, tmp_path, paired_rain_dir) -> None:
     from eval import evaluate
-    from train import train
 
-    common = ["experiment=nlcl_rain100l", f"data.root={paired_rain_dir}", *NLCL_TINY, *CPU,
-              "data.splits.n_rainy=3", "data.splits.n_clean=3", "data.splits.n_test=4"]
-    train(make_cfg(*common, "trainer.max_epochs=1", "data.samples_per_epoch=2", "test=false",
-                   "trainer.check_val_every_n_epoch=5", output_dir=tmp_path / "fit"))
-    ckpt = tmp_path / "fit" / "checkpoints" / "last.ckpt"
+    common, ckpt = rain100l_checkpoint(make_cfg, paired_rain_dir, tmp_path / "fit", CPU)
     runs = [evaluate(make_cfg(*common, f"ckpt_path={ckpt}", f"trainer.precision={precision}", config_name="eval",
                               output_dir=tmp_path / precision)) for precision in ("32-true", "bf16-mixed")]
     for key in ("test/ssim_rainy", "test/psnr_rainy", "test/ssim_y_rainy"):  # the metric alone: exact

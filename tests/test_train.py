@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CLEAN_ENV, DCODR_GENERATOR_TINY, DCODR_TINY, HCSC_TINY, NLCL_TINY, REPR_TINY, ROOT, SMALL_TRUNK
+from conftest import (
+    CLEAN_ENV,
+    DCODR_GENERATOR_TINY,
+    DCODR_TINY,
+    HCSC_TINY,
+    NLCL_TINY,
+    REPR_TINY,
+    ROOT,
+    SMALL_TRUNK,
+    rain100l_checkpoint,
+)
 from test_configs import EXPERIMENTS, data_overrides
 
 # One CPU process: the ImageNet experiments' DDP strategy is replaced so the in-process run stays single-process.
@@ -225,13 +235,8 @@ def test_wandb_offline_writes_its_run_files(make_cfg, tmp_path, monkeypatch) -> 
 
 def test_eval_tests_a_checkpoint_and_predicts_a_folder(make_cfg, tmp_path, paired_rain_dir) -> None:
     from eval import evaluate
-    from train import train
 
-    common = ["experiment=nlcl_rain100l", f"data.root={paired_rain_dir}", *NLCL_TINY, *CPU,
-              "data.splits.n_rainy=3", "data.splits.n_clean=3", "data.splits.n_test=4"]
-    train(make_cfg(*common, "trainer.max_epochs=1", "data.samples_per_epoch=2", "test=false",
-                   "trainer.check_val_every_n_epoch=5", output_dir=tmp_path / "fit"))
-    ckpt = tmp_path / "fit" / "checkpoints" / "last.ckpt"
+    common, ckpt = rain100l_checkpoint(make_cfg, paired_rain_dir, tmp_path / "fit", CPU)
     metrics = evaluate(make_cfg(*common, f"ckpt_path={ckpt}", config_name="eval", output_dir=tmp_path / "test"))
     assert {"test/psnr", "test/ssim_y", "test/psnr_rainy"} <= set(metrics)
     written = json.loads((tmp_path / "test" / "metrics.json").read_text())
