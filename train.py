@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     metrics: dict[str, float] = {}
     if cfg.train:
+        started = time.perf_counter()
         fit(trainer, model, datamodule, ckpt_path, output_dir)
         metrics.update(scalar_metrics(trainer.callback_metrics))
+        metrics["time/fit_minutes"] = (time.perf_counter() - started) / 60  # this call's fit, monitors included
     has_test = getattr(datamodule, "has_test_data", lambda: True)()
     if cfg.test and has_test:
         # The final weights are evaluated (the papers select no checkpoint on held-out data).

@@ -49,11 +49,15 @@ class DisentanglementProbes(pl.Callback):
         mlp_epochs / mlp_patience: the MLP probe budget (100 epochs, patience 7).
         linear_epochs: the linear probe's epochs.
         max_train_codes: subsample the training codes for the probes (None: all).
+        every_n_epochs: also during training, every n epochs: the same probes on the held-out split, logged as
+            ``val/*`` (the learning curve of the domain and content accuracies); 0: after testing only.
     """
 
     def __init__(self, mlp: bool = True, linear: bool = True, retrieval: bool = True, mlp_epochs: int = 100,
-                 mlp_patience: int = 7, linear_epochs: int = 50, max_train_codes: int | None = None) -> None:
+                 mlp_patience: int = 7, linear_epochs: int = 50, max_train_codes: int | None = None,
+                 every_n_epochs: int = 0) -> None:
         self.mlp, self.linear, self.retrieval = mlp, linear, retrieval
+        self.every_n_epochs = every_n_epochs
         self.mlp_epochs, self.mlp_patience, self.linear_epochs = mlp_epochs, mlp_patience, linear_epochs
         self.max_train_codes = max_train_codes
         self._codes: list[torch.Tensor] = []
@@ -71,11 +75,24 @@ class DisentanglementProbes(pl.Callback):
                 self._targets.setdefault(name, []).append(values)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        datamodule = trainer.datamodule
-        if not self._codes or not hasattr(datamodule, "feature_dataloader"):
+        if not self._codes or not hasattr(trainer.datamodule, "feature_dataloader"):
             return
         test_codes = gather_variable(torch.cat(self._codes))
         test_targets = {k: gather_variable(torch.cat(v)) for k, v in self._targets.items()}
+        self._probe_and_log(trainer, pl_module, test_codes, test_targets, "test")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The learning-curve monitor: the held-out split embedded now, probed as at test time, logged as val/*."""
+        if not self.every_n_epochs or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        test_codes, test_targets = embed_domains(pl_module, trainer.datamodule.feature_dataloader("eval"))
+        test_codes = gather_variable(test_codes)
+        test_targets = {k: gather_variable(v) for k, v in test_targets.items()}
+        self._probe_and_log(trainer, pl_module, test_codes, test_targets, "val")
+
+    def _probe_and_log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, test_codes: torch.Tensor,
+                       test_targets: dict[str, torch.Tensor], stage: str) -> None:
+        datamodule = trainer.datamodule
         train_codes, train_targets = embed_domains(pl_module, datamodule.feature_dataloader("train"))
         train_codes = gather_variable(train_codes)
         train_targets = {k: gather_variable(v) for k, v in train_targets.items()}
@@ -83,6 +100,8 @@ class DisentanglementProbes(pl.Callback):
             return
         levels = {"domain": datamodule.num_domains, **datamodule.factor_levels}
         metrics = self.evaluate(train_codes, train_targets, test_codes, test_targets, levels)
+        if stage != "test":
+            metrics = {f"{stage}/{k.split('/', 1)[1]}": v for k, v in metrics.items()}
         pl_module.log_dict(metrics, rank_zero_only=True)
 
     def evaluate(self, train_codes: torch.Tensor, train_targets: dict[str, torch.Tensor], test_codes: torch.Tensor,

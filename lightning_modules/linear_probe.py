@@ -19,12 +19,12 @@ from lightning_modules.components.backbones import Backbone
 
 
 class LinearProbe(BaseModule):
-    compile_targets = ("backbone",)
-
     """Args:
         backbone: the trunk, with ``checkpoint`` pointing at the pretraining run (required for a real probe).
         num_classes: classes; None reads ``trainer.datamodule.num_classes``.
     """
+
+    compile_targets = ("backbone",)
 
     def __init__(self, backbone: Backbone, num_classes: int | None = None, optimizer: OptimizerFactory | None = None,
                  scheduler: dict[str, Any] | None = None, channels_last: bool = False, compile: bool = False) -> None:

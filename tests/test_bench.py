@@ -35,19 +35,29 @@ def test_kmeans_faiss_bench_runs_without_faiss_or_with_it(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_reproduce_writes_its_table_and_plot_at_tiny_scale(tmp_path) -> None:
+def test_reproduce_writes_its_tables_and_plots_at_tiny_scale(tmp_path, paired_rain_dir, tiny_cars3d_root) -> None:
     from datamodules.synthetic import write_image_folder
 
-    write_image_folder(tmp_path / "cifar", num_classes=4, per_class=12, size=32, split="test", seed=0)
+    data = tmp_path / "data"  # the layout of ../shared/data, in miniature
+    write_image_folder(data / "cifar10", num_classes=4, per_class=12, size=32, split="test", seed=0)
+    (data / "rain100l").symlink_to(paired_rain_dir)
+    (data / "cars3d").symlink_to(tiny_cars3d_root)
     out = tmp_path / "results"
-    command = [sys.executable, "bench/reproduce.py", "--scale", "tiny", "--data", str(tmp_path / "cifar"), "--seeds",
-               "1", "--out", str(out)]
-    result = subprocess.run(command, cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "bench/reproduce.py", "--scale", "tiny", "--data-root", str(data), "--seeds", "1",
+               "--out", str(out)]
+    result = subprocess.run(command, cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     table = (out / "tiny.md").read_text()
     assert "HCSC NMI above MoCo v2's" in table and "| random | 1 |" in table and "| hcsc | 1 |" in table
-    assert (out / "tiny_moco_hcsc.png").stat().st_size > 1000
+    assert "held-out PSNR-Y >= rainy + 1.0 dB" in table and "| no LayerContra | 1 |" in table
+    assert "equal wall time: dcodr_norec domain acc" in table and "| contrastive (equal wall time) | 1 |" in table
+    for protocol in ("moco_hcsc", "nlcl", "dcodr"):
+        assert (out / f"tiny_{protocol}.png").stat().st_size > 1000
+    summary = json.loads((out / "tiny.json").read_text())
+    assert set(summary) == {"moco_hcsc", "nlcl", "dcodr"} and all("passed" in v for v in summary.values())
     # Resumable: a second call keeps the finished runs instead of training again.
     before = (out / "runs" / "tiny_moco_seed1" / "metrics.json").stat().st_mtime
-    subprocess.run(command, cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True, timeout=600, check=True)
+    subprocess.run(command + ["--only", "moco_hcsc"], cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True,
+                   timeout=600, check=True)
     assert (out / "runs" / "tiny_moco_seed1" / "metrics.json").stat().st_mtime == before
+    assert "held-out PSNR-Y" in (out / "tiny.md").read_text()  # the other protocols' sections are kept

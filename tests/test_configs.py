@@ -14,13 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 
 # Experiments whose data location is a required command-line value, and a stand-in for it.
-NEEDS_ROOT = {"nlcl_rain100l": "paired", "nlcl_realrain": "shared"}
+NEEDS_ROOT = {"nlcl_rain100l": "paired", "nlcl_rain100l_cpu": "paired", "nlcl_realrain": "shared"}
 
 
 def data_overrides(name: str, paired: Path, shared: Path, roots: dict | None = None) -> list[str]:
     """Command-line values an experiment needs: its data location (and a trunk checkpoint for linear probes)."""
     roots = roots or {}
-    if name.endswith("cars3d"):
+    if "cars3d" in name:
         return [f"data.source.root={roots['cars3d']}", f"data.source.cache_dir={roots['cars3d'] / 'cache'}"]
     if name == "dcodr_shapes3d":
         return [f"data.source.path={roots['shapes3d']}"]

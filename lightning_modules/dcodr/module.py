@@ -23,8 +23,6 @@ from lightning_modules.dcodr.networks import ContentEncoder, DomainGenerator
 
 
 class DCoDR(BaseModule):
-    compile_targets = ("encoder", "generator")
-
     """Args:
         encoder: the content encoder E.
         generator: a partially instantiated ``DomainGenerator`` (built in ``setup`` once the data gives the number
@@ -35,6 +33,8 @@ class DCoDR(BaseModule):
         encoder_lr / generator_lr / embedding_lr: per-part Adam learning rates (1e-4 / 3e-4 / 3e-3).
         num_domains / image_size: override what the datamodule reports.
     """
+
+    compile_targets = ("encoder", "generator")
 
     def __init__(
         self,
@@ -143,9 +143,10 @@ class DCoDR(BaseModule):
     def summary_lines(metrics: dict[str, float]) -> list[str]:
         if "test/domain_acc" not in metrics:
             return []
-        factors = sorted(k[5:-4] for k in metrics if k.endswith("_acc") and "linear" not in k and "domain" not in k)
+        test = [k.removeprefix("test/") for k in metrics if k.startswith("test/")]  # not the val/* monitors
+        factors = sorted(k[:-4] for k in test if k.endswith("_acc") and "linear" not in k and "domain" not in k)
         content = ", ".join(f"{f} {metrics[f'test/{f}_acc']:.3f}" for f in factors)
-        regressed = sorted(k[5:-3] for k in metrics if k.endswith("_l1") and "linear" not in k)
+        regressed = sorted(k[:-3] for k in test if k.endswith("_l1") and "linear" not in k)
         errors = ", ".join(f"{f} {metrics[f'test/{f}_l1']:.3g} (median predictor "
                            f"{metrics[f'test/{f}_l1_baseline']:.3g})" for f in regressed)
         domain, chance = metrics["test/domain_acc"], metrics["test/domain_chance"]

@@ -74,10 +74,11 @@ class DomainGenerator(nn.Module):
         content_dim, domain_dim: code sizes (128, 256).
         channels: width of the convolutional trunk (256 in the paper; smaller at CPU scale).
         out_channels: image channels.
+        head_channels: width of the 5 x 5 output convolutions (64 in the paper; the costliest layers at CPU scale).
     """
 
     def __init__(self, num_domains: int, image_size: int = 64, content_dim: int = 128, domain_dim: int = 256,
-                 channels: int = 256, out_channels: int = 3) -> None:
+                 channels: int = 256, out_channels: int = 3, head_channels: int = 64) -> None:
         super().__init__()
         blocks = math.log2(image_size / 4)
         if blocks != int(blocks) or blocks < 1:
@@ -92,10 +93,10 @@ class DomainGenerator(nn.Module):
             nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels, channels, 3, padding=1),
                           nn.LeakyReLU()) for _ in range(self.num_blocks))
         self.adain = AdaptiveInstanceNorm()
-        head: list[nn.Module] = [nn.Conv2d(channels, 64, 5, padding=2), nn.LeakyReLU()]
+        head: list[nn.Module] = [nn.Conv2d(channels, head_channels, 5, padding=2), nn.LeakyReLU()]
         if image_size >= 128:
-            head += [nn.Conv2d(64, 64, 5, padding=2), nn.LeakyReLU()]
-        head += [nn.Conv2d(64, out_channels, 7, padding=3), nn.Sigmoid()]
+            head += [nn.Conv2d(head_channels, head_channels, 5, padding=2), nn.LeakyReLU()]
+        head += [nn.Conv2d(head_channels, out_channels, 7, padding=3), nn.Sigmoid()]
         self.head = nn.Sequential(*head)
 
     def forward(self, content: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:

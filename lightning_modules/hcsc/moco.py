@@ -51,8 +51,6 @@ def infonce_logits(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, te
 
 
 class MoCoV2(BaseModule):
-    compile_targets = ("encoder_q", "encoder_k")
-
     """MoCo v2 with a persistent, globally gathered queue.
 
     Args:
@@ -66,6 +64,8 @@ class MoCoV2(BaseModule):
             that on one device a key is never normalised with the same images as its query (the leak shuffle-BN
             exists to close; MoCo's single-GPU CIFAR demo splits BN the same way). 1: off (multi-GPU runs).
     """
+
+    compile_targets = ("encoder_q", "encoder_k")
 
     def __init__(
         self,

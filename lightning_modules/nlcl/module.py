@@ -28,8 +28,6 @@ from lightning_modules.nlcl.sampler import NonLocalSampler, gather_features
 
 
 class NLCL(BaseModule):
-    compile_targets = ("G_B", "G_R", "D")
-
     """NLCL with code-faithful defaults (yunguo224/NLCL @ f4b44ac) and the paper-figure variants as switches.
 
     Args:
@@ -52,6 +50,8 @@ class NLCL(BaseModule):
         inference_tile: restore images larger than this side tile by tile (None = always whole).
         save_test_outputs: write every derained test image into ``<run dir>/test_outputs``.
     """
+
+    compile_targets = ("G_B", "G_R", "D")
 
     def __init__(
         self,
