@@ -16,6 +16,7 @@ import pytorch_lightning as pl  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from callbacks.base import ArtifactCallback  # noqa: E402
 from contrastlab.errors import CheckpointError, ConfigError, report_user_errors  # noqa: E402
 from contrastlab.run import (  # noqa: E402
     instantiate_group,
@@ -49,7 +50,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         metrics = scalar_metrics(trainer.callback_metrics)
     else:
         trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
-        written = [p for c in trainer.callbacks for p in getattr(c, "written", [])]
+        written = [p for c in trainer.callbacks if isinstance(c, ArtifactCallback) for p in c.written]
         metrics = {"predict/images": float(len(written))}
         if written and trainer.is_global_zero:
             print(f"wrote {len(written)} images to {written[0].parent}")

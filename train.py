@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytorch_lightning as pl  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from callbacks.base import ArtifactCallback  # noqa: E402
 from callbacks.checkpointing import weights_are_finite  # noqa: E402
 from contrastlab.checkpoints import newest_checkpoint, read_progress, resolve_ckpt_path  # noqa: E402
 from contrastlab.errors import DivergenceError, report_user_errors  # noqa: E402
@@ -35,6 +37,8 @@ from contrastlab.run import (  # noqa: E402
     scalar_metrics,
     write_metrics,
 )
+from datamodules.base import BaseDataModule  # noqa: E402
+from lightning_modules.base import BaseModule  # noqa: E402
 
 register_resolvers()
 
@@ -67,7 +71,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         fit(trainer, model, datamodule, ckpt_path, output_dir)
         metrics.update(scalar_metrics(trainer.callback_metrics))
         metrics["time/fit_minutes"] = (time.perf_counter() - started) / 60  # this call's fit, monitors included
-    has_test = getattr(datamodule, "has_test_data", lambda: True)()
+    has_test = datamodule.has_test_data() if isinstance(datamodule, BaseDataModule) else True
     if cfg.test and has_test:
         # The final weights are evaluated (the papers select no checkpoint on held-out data).
         ckpt = None if cfg.train or not cfg.get("ckpt_path") else resolve_ckpt_path(cfg.ckpt_path, output_dir)
@@ -107,17 +111,15 @@ def fit(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.Lightning
 def print_summary(model: Any, trainer: pl.Trainer, metrics: dict[str, float], output_dir: str) -> None:
     """A few lines a person reads first: where the run is, the headline numbers, where the pictures are."""
     lines = [f"output directory: {output_dir}", f"metrics: {Path(output_dir) / 'metrics.json'}"]
-    summarize = getattr(model, "summary_lines", None)
-    if callable(summarize):
-        lines += summarize(metrics)
+    if isinstance(model, BaseModule):
+        lines += model.summary_lines(metrics)
     for callback in trainer.callbacks:
-        path = getattr(callback, "last_path", None)
-        if path:
-            lines.append(f"image grid: {path}")
+        if isinstance(callback, ArtifactCallback) and callback.last_path:
+            lines.append(f"image grid: {callback.last_path}")
     text = "\n".join(["", "=" * 72, *lines, "=" * 72])
     print(text)
     for handler in log.root.handlers:  # also into <run>/train.log (the console already has it)
-        if hasattr(handler, "baseFilename"):
+        if isinstance(handler, logging.FileHandler):
             handler.stream.write(text + "\n")
             handler.flush()
 

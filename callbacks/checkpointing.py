@@ -88,6 +88,9 @@ class RNGStateCheckpoint(pl.Callback):
     (exception) resume and DDP (rank 0's states are saved) are close, not exact.
     """
 
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None  # states read from a checkpoint, applied at train start
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -109,7 +112,7 @@ class RNGStateCheckpoint(pl.Callback):
         # Applied here, after the set-up between restore and the first step (optimisers, loaders) drew from them.
         from lightning_fabric.utilities.seed import _set_rng_states
 
-        states, self._pending = getattr(self, "_pending", None), None
+        states, self._pending = self._pending, None
         if states:
             states = dict(states)
             kind, keys, position, has_gauss, gauss = states["numpy"]

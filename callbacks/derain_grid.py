@@ -7,12 +7,16 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
+from torch.utils.data import DataLoader
 from torchvision.utils import make_grid
 
+from callbacks.base import ArtifactCallback
 from callbacks.image_logging import publish_grid
+from datamodules.rain import RainDataModule
+from lightning_modules.base import require
 
 
-class DerainGrid(pl.Callback):
+class DerainGrid(ArtifactCallback):
     """Render the model's decomposition of a fixed set of held-out images (through ``pl_module.restore``).
 
     Images come from the validation set (the first ``max_images``), or from the first training batch when
@@ -25,9 +29,12 @@ class DerainGrid(pl.Callback):
     """
 
     def __init__(self, every_n_epochs: int = 1, max_images: int = 4, size: int | None = 256) -> None:
+        super().__init__()
         self.every_n_epochs, self.max_images, self.size = every_n_epochs, max_images, size
         self._fallback: dict[str, torch.Tensor] | None = None
-        self.last_path: str | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require(pl_module, "restore", "derain_grid")
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -48,10 +55,11 @@ class DerainGrid(pl.Callback):
     def _images(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         loaders = trainer.val_dataloaders
         loader = loaders[0] if isinstance(loaders, list) and loaders else loaders
-        dataset = getattr(loader, "dataset", None) if loader is not None else None
-        if dataset is None and trainer.datamodule is not None and getattr(trainer.datamodule, "splits", None):
-            val = trainer.datamodule.val_dataloader()
-            dataset = getattr(val, "dataset", None)
+        dataset = loader.dataset if isinstance(loader, DataLoader) else None
+        datamodule = trainer.datamodule
+        if dataset is None and isinstance(datamodule, RainDataModule) and datamodule.splits is not None:
+            val = datamodule.val_dataloader()  # before the first validation, Lightning has not built it yet
+            dataset = val.dataset if isinstance(val, DataLoader) else None
         if dataset is not None and len(dataset) > 0:
             samples = [dataset[i] for i in range(min(self.max_images, len(dataset)))]
             rainy = torch.stack([self._crop(s["rainy"]) for s in samples])

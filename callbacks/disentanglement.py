@@ -17,6 +17,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
+from datamodules.base import require_datamodule
+from datamodules.domains import DomainDataModule
+from lightning_modules.base import require
 from lightning_modules.components.distributed import gather_variable
 from lightning_modules.components.evaluation import linear_probe
 from lightning_modules.components.probes import (
@@ -63,6 +66,10 @@ class DisentanglementProbes(pl.Callback):
         self._codes: list[torch.Tensor] = []
         self._targets: dict[str, list[torch.Tensor]] = {}
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require(pl_module, "embed", "disentanglement")
+        require_datamodule(trainer, DomainDataModule, "disentanglement")
+
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._codes, self._targets = [], {}
 
@@ -75,7 +82,7 @@ class DisentanglementProbes(pl.Callback):
                 self._targets.setdefault(name, []).append(values)
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._codes or not hasattr(trainer.datamodule, "feature_dataloader"):
+        if not self._codes:
             return
         test_codes = gather_variable(torch.cat(self._codes))
         test_targets = {k: gather_variable(torch.cat(v)) for k, v in self._targets.items()}

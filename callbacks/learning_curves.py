@@ -19,6 +19,7 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 
+from callbacks.base import ArtifactCallback
 from callbacks.image_logging import publish_grid
 
 
@@ -59,7 +60,7 @@ def render(series: dict[str, list[tuple[int, float]]], title: str) -> np.ndarray
     return image
 
 
-class LearningCurves(pl.Callback):
+class LearningCurves(ArtifactCallback):
     """Plot the monitored metrics against the step when training ends (also after a stop by ``max_time``).
 
     Args:
@@ -67,10 +68,11 @@ class LearningCurves(pl.Callback):
         filename: the PNG's name in ``<run>/images/``.
     """
 
-    def __init__(self, monitors: Sequence[str] = ("val/knn_top1", "val/psnr", "val/psnr_y", "train/loss"),
+    def __init__(self, monitors: Sequence[str] = ("val/knn_top1", "val/psnr", "val/psnr_y", "val/domain_acc",
+                                                   "val/content_acc", "train/loss"),
                  filename: str = "learning_curves.png") -> None:
+        super().__init__()
         self.monitors, self.filename = list(monitors), filename
-        self.last_path: str | None = None
 
     @rank_zero_only
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from callbacks.base import ArtifactCallback
 from datamodules.images import save_image
 
 
-class ImagePredictionWriter(pl.Callback):
+class ImagePredictionWriter(ArtifactCallback):
     """Save ``{"name": [...], "image": B x 3 x H x W in [0, 1]}`` predictions under ``folder``.
 
     Args:
@@ -18,8 +19,8 @@ class ImagePredictionWriter(pl.Callback):
     """
 
     def __init__(self, folder: str = "predictions") -> None:
+        super().__init__()
         self.folder = folder
-        self.written: list[Path] = []
 
     def _root(self, trainer: pl.Trainer) -> Path:
         folder = Path(self.folder)

@@ -17,6 +17,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
+from datamodules.base import BaseDataModule, require_datamodule
+from lightning_modules.base import require
 from lightning_modules.components.distributed import all_reduce_sum, average_batchnorm_statistics, gather_variable
 from lightning_modules.components.evaluation import clustering_scores, knn_predict_many, linear_probe
 from lightning_modules.components.kmeans import spherical_kmeans
@@ -56,9 +58,13 @@ class RepresentationEvaluation(pl.Callback):
         self.clustering = clustering
         self._test: list[tuple[torch.Tensor, torch.Tensor]] = []
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        require(pl_module, "embed", "representation_eval")
+        require_datamodule(trainer, BaseDataModule, "representation_eval")
+
     @staticmethod
     def _num_classes(trainer: pl.Trainer) -> int | None:
-        return getattr(trainer.datamodule, "num_classes", None)
+        return trainer.datamodule.num_classes
 
     def _knn(self, pl_module: pl.LightningModule, bank: torch.Tensor, bank_labels: torch.Tensor,
              queries: torch.Tensor, labels: torch.Tensor, num_classes: int, stage: str) -> dict[str, float]:
@@ -84,7 +90,7 @@ class RepresentationEvaluation(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         num_classes = self._num_classes(trainer)
         last = trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
-        if not self.every_n_epochs or num_classes is None or not hasattr(trainer.datamodule, "feature_dataloader"):
+        if not self.every_n_epochs or num_classes is None:
             return
         if (trainer.current_epoch + 1) % self.every_n_epochs and not last:
             return

@@ -7,10 +7,12 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
+from callbacks.base import ArtifactCallback
 from callbacks.image_logging import publish_grid
+from lightning_modules.base import BaseModule
 
 
-class TranslationGrid(pl.Callback):
+class TranslationGrid(ArtifactCallback):
     """Rows: held-out images of different domains (first column); top row: an image of each column's domain;
     cell (i, j) = G(content of row i, embedding of domain j), so the diagonal is a reconstruction.
 
@@ -20,8 +22,13 @@ class TranslationGrid(pl.Callback):
     """
 
     def __init__(self, rows: int = 6, every_n_epochs: int = 0) -> None:
+        super().__init__()
         self.rows, self.every_n_epochs = rows, every_n_epochs
-        self.last_path: str | None = None
+        self.enabled = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Optional by design: the disentanglement callbacks serve DCoDR-norec too, which has no generator.
+        self.enabled = isinstance(pl_module, BaseModule) and pl_module.supports("translate")
 
     def _examples(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor]:
         dataset = trainer.datamodule.feature_dataloader("eval").dataset
@@ -38,7 +45,7 @@ class TranslationGrid(pl.Callback):
 
     @rank_zero_only
     def render(self, trainer: pl.Trainer, pl_module: pl.LightningModule, filename: str, key: str) -> None:
-        if not getattr(pl_module, "can_translate", False):
+        if not self.enabled:
             return
         images, domains = self._examples(trainer)
         was_training = pl_module.training

@@ -25,15 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 from contrastlab.errors import DataError, MissingPathError
+from datamodules.base import BaseDataModule
 from datamodules.domain_augment import PositiveAugment
 from datamodules.images import list_images, load_rgb, natural_key
-from datamodules.sampling import ShardSampler
 from datamodules.shapes import FACTORS as SHAPE_FACTORS
 from datamodules.shapes import SHAPES, sample_shapes
 
@@ -378,7 +377,7 @@ class BalancedDomainBatchSampler(DistributedSampler):
             yield batch
 
 
-class DomainDataModule(pl.LightningDataModule):
+class DomainDataModule(BaseDataModule):
     """Balanced domain batches for training; every image once (sharded) for evaluation.
 
     Args:
@@ -437,31 +436,22 @@ class DomainDataModule(pl.LightningDataModule):
         self.setup()
         return len(self.test_index) > 0
 
-    def _rank(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
     def train_dataloader(self) -> DataLoader:
         self.setup()
         assert self.data is not None
-        rank, world = self._rank()
+        rank, world = self.distributed_rank()
         sampler = BalancedDomainBatchSampler(self.data.domains[self.train_index], self.domains_per_batch,
                                              self.per_domain, rank, world, self.seed, self.batches_per_epoch)
         dataset = WholeBatches(DomainDataset(self.data, self.train_index, self.augment))
-        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory and torch.cuda.is_available(),
-                          persistent_workers=self.num_workers > 0)
+        return self.make_loader(dataset, None, shuffle=False, sampler=sampler)
 
     def feature_dataloader(self, split: str = "train") -> DataLoader:
         """Un-augmented images of ``split`` (train | eval), every sample once across ranks, in order."""
         self.setup()
         assert self.data is not None
         index = self.train_index if split == "train" else self.test_index
-        dataset = DomainDataset(self.data, index, None)
-        rank, world = self._rank()
-        sampler = ShardSampler(dataset, rank, world) if world > 1 else None
-        return DataLoader(dataset, batch_size=self.eval_batch_size, sampler=sampler, shuffle=False,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available())
+        return self.make_loader(DomainDataset(self.data, index, None), self.eval_batch_size, shuffle=False,
+                                persistent_workers=False)
 
     def test_dataloader(self) -> DataLoader:
         return self.feature_dataloader("eval")

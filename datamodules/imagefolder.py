@@ -18,16 +18,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from contrastlab.errors import DataError, MissingPathError
 from datamodules.augmentations import Views
 from datamodules.augmentations import eval_transform as default_eval_transform
+from datamodules.base import BaseDataModule
 from datamodules.device_decode import EncodedImageDataset, collate_encoded, decode_batch
 from datamodules.images import IMAGE_EXTENSIONS, list_images, load_rgb, natural_key
-from datamodules.sampling import ShardSampler
 from datamodules.verify import check_images
 
 
@@ -99,7 +98,7 @@ def _drop(files: list[Path], labels: list[int] | None, bad: set[Path]) -> tuple[
     return [files[i] for i in keep], ([labels[i] for i in keep] if labels is not None else None)
 
 
-class ImageDataModule(pl.LightningDataModule):
+class ImageDataModule(BaseDataModule):
     """Training views and evaluation images of an ImageFolder (or flat) data set.
 
     Args:
@@ -191,8 +190,7 @@ class ImageDataModule(pl.LightningDataModule):
             files = [files[i] for i in kept]
             labels = [labels[i] for i in kept] if labels is not None else None
         if self.verify:
-            trainer = getattr(self, "trainer", None)
-            bad = check_images([*files, *eval_files], self.on_bad_file, trainer.default_root_dir if trainer else None)
+            bad = check_images([*files, *eval_files], self.on_bad_file, self.run_dir())
             files, labels = _drop(files, labels, bad)
             eval_files, eval_labels = _drop(eval_files, eval_labels, bad)
         self.train_files, self.train_labels = files, labels
@@ -215,7 +213,7 @@ class ImageDataModule(pl.LightningDataModule):
 
     # ---- batch size ------------------------------------------------------------------------------------------
     def per_device_batch_size(self) -> int:
-        world = getattr(self.trainer, "world_size", 1) if self.trainer is not None else 1
+        world = self.distributed_rank()[1]
         if self.global_batch_size is None:
             return self.batch_size
         if self.global_batch_size % world:
@@ -225,12 +223,8 @@ class ImageDataModule(pl.LightningDataModule):
 
     # ---- loaders ---------------------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, batch_size: int, train: bool, collate_fn: Any = None) -> DataLoader:
-        sampler = None
-        if not train and self.trainer is not None and self.trainer.world_size > 1:
-            sampler = ShardSampler(dataset, self.trainer.global_rank, self.trainer.world_size)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available(),
-                          drop_last=train, persistent_workers=train and self.num_workers > 0, collate_fn=collate_fn)
+        return self.make_loader(dataset, batch_size, shuffle=train, drop_last=train, collate_fn=collate_fn,
+                                persistent_workers=train)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()

@@ -21,15 +21,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from contrastlab.errors import DataError, MissingPathError
+from datamodules.base import BaseDataModule
 from datamodules.images import list_images, load_rgb, match_pairs, pil_to_tensor
 from datamodules.rain_synthesis import RainSynthesizer
-from datamodules.sampling import ShardSampler
 from datamodules.verify import check_images
 
 
@@ -377,7 +376,7 @@ class FullImageDataset(Dataset):
         return sample
 
 
-class RainDataModule(pl.LightningDataModule):
+class RainDataModule(BaseDataModule):
     """Unpaired rainy/clean training crops, full-resolution evaluation, prediction on a folder.
 
     Args:
@@ -432,8 +431,7 @@ class RainDataModule(pl.LightningDataModule):
                 self.splits = self._without_bad_files(self.splits)
 
     def _without_bad_files(self, splits: RainSplits) -> RainSplits:
-        trainer = getattr(self, "trainer", None)
-        bad = check_images(splits.files(), self.on_bad_file, trainer.default_root_dir if trainer else None)
+        bad = check_images(splits.files(), self.on_bad_file, self.run_dir())
         if not bad:
             return splits
 
@@ -449,21 +447,7 @@ class RainDataModule(pl.LightningDataModule):
         return bool(self.splits and self.splits.test)
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool = False) -> DataLoader:
-        sampler = None
-        trainer = getattr(self, "trainer", None)
-        if not shuffle and trainer is not None and trainer.world_size > 1:
-            # Evaluation shards without the padding duplicates of DistributedSampler: metrics stay exact.
-            sampler = ShardSampler(dataset, trainer.global_rank, trainer.world_size)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle if sampler is None else False,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory and torch.cuda.is_available(),
-            drop_last=drop_last,
-            persistent_workers=self.num_workers > 0,
-        )
+        return self.make_loader(dataset, batch_size, shuffle, drop_last)
 
     def train_dataloader(self) -> DataLoader:
         assert self.splits is not None

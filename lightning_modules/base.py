@@ -1,6 +1,17 @@
 """What every method module shares: optimiser from a Hydra partial, named schedule sized from the run's real
-step budget, parameter groups, and the small public surface callbacks talk to (``embed``, ``restore``,
-``translate``)."""
+step budget, parameter groups, and the public surface callbacks talk to.
+
+The surface (a method implements what its paper gives it; ``supports(name)`` says which):
+
+- ``embed(images) -> (B, D)``: unit-norm representations (kNN / probes / clustering / disentanglement callbacks);
+- ``restore(images, with_rain) -> {"background": ..., "rain": ...}``: image restoration (deraining grids);
+- ``translate(content_images, domains) -> (B, D, 3, H, W)``: every image rendered in every domain (translation
+  grid);
+- ``summary_lines(metrics) -> list[str]``: the headline a person reads at the end of ``train.py``.
+
+A callback asks once, at setup, through ``require(pl_module, capability, needed_by)``: a missing capability
+stops with one line naming the method, the capability and the callback instead of silently skipping work.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +25,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from contrastlab.errors import ConfigError
 from lightning_modules.components.distributed import average_batchnorm_statistics
 from lightning_modules.components.schedules import build_scheduler
 
@@ -105,6 +117,41 @@ class BaseModule(pl.LightningModule):
 
     def format_input(self, images: torch.Tensor) -> torch.Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+    # ---- the surface callbacks use (see the module docstring) ---------------------------------------------------
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit-norm representations of ``images`` (B, D), for the evaluation callbacks."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement embed(images)")
+
+    def restore(self, images: torch.Tensor, with_rain: bool = True) -> dict[str, torch.Tensor]:
+        """The restored layers of ``images``: ``background`` (and ``rain`` when ``with_rain``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement restore(images)")
+
+    def translate(self, content_images: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
+        """Every content image rendered in every domain of ``domains``: (B, D, C, H, W)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement translate(images, domains)")
+
+    def summary_lines(self, metrics: dict[str, float]) -> list[str]:
+        """The headline lines ``train.py`` prints at the end of a run (none by default)."""
+        return []
+
+    def supports(self, capability: str) -> bool:
+        """Whether this method implements ``capability`` (embed | restore | translate) itself."""
+        if capability not in CAPABILITIES:
+            raise ValueError(f"unknown capability {capability!r}; one of {', '.join(CAPABILITIES)}")
+        return any(capability in vars(klass) for klass in type(self).__mro__
+                   if issubclass(klass, BaseModule) and klass is not BaseModule)
+
+
+CAPABILITIES = ("embed", "restore", "translate")
+
+
+def require(pl_module: pl.LightningModule, capability: str, needed_by: str) -> None:
+    """Stop with one line when ``pl_module`` lacks ``capability``, which the callback ``needed_by`` needs."""
+    if not isinstance(pl_module, BaseModule) or not pl_module.supports(capability):
+        raise ConfigError(f"callback `{needed_by}` needs {type(pl_module).__name__}.{capability}(), which this "
+                          f"method does not implement; remove the callback (callbacks.{needed_by}=null) or "
+                          f"implement {capability} (docs/extending.md)")
 
 
 def trainable(modules: Iterable[nn.Module]) -> list[nn.Parameter]:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from datamodules.base import BaseDataModule
 from lightning_modules.base import BaseModule, OptimizerFactory
 from lightning_modules.components.backbones import Backbone
 
@@ -44,7 +45,8 @@ class LinearProbe(BaseModule):
 
     def setup(self, stage: str) -> None:
         if self.classifier is None:
-            num_classes = getattr(self.trainer.datamodule, "num_classes", None)
+            datamodule = self.trainer.datamodule
+            num_classes = datamodule.num_classes if isinstance(datamodule, BaseDataModule) else None
             if not num_classes:
                 raise ValueError("linear evaluation needs labeled data (set `model.num_classes` or use labels)")
             self._build(num_classes)

@@ -92,6 +92,10 @@ class DCoDR(BaseModule):
     def can_translate(self) -> bool:
         return self.generator is not None
 
+    def supports(self, capability: str) -> bool:
+        """``translate`` needs the generator: DCoDR-norec and the contrastive baseline have none."""
+        return super().supports(capability) and (capability != "translate" or self.can_translate)
+
     # ---- optimisation --------------------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:
         hp = self.hparams

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datamodules.base import BaseDataModule
 from lightning_modules.base import BaseModule, OptimizerFactory
 from lightning_modules.components.backbones import Backbone, MLPHead
 from lightning_modules.components.distributed import gather
@@ -97,7 +98,7 @@ class MoCoV2(BaseModule):
     def on_fit_start(self) -> None:
         super().on_fit_start()
         datamodule = self.trainer.datamodule
-        per_device = datamodule.per_device_batch_size() if hasattr(datamodule, "per_device_batch_size") else None
+        per_device = datamodule.per_device_batch_size() if isinstance(datamodule, BaseDataModule) else None
         if per_device:
             self.queue.check_batch(per_device * self.trainer.world_size)
 

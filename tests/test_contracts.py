@@ -1,0 +1,96 @@
+"""The written contracts (docs/extending.md): a fourth method that uses only them runs through the CLI, a missing
+capability stops with one line naming the callback, and every configured class documents itself."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CLEAN_ENV, ROOT
+
+from contrastlab.errors import ConfigError
+
+
+def targets(folder: Path) -> set[str]:
+    found: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("_target_"), str):
+                found.add(node["_target_"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for path in folder.rglob("*.yaml"):
+        walk(yaml.safe_load(path.read_text()))
+    return found
+
+
+def resolve(target: str) -> object:
+    module, _, name = target.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+PROJECT = ("callbacks.", "datamodules.", "lightning_modules.", "contrastlab.")
+
+
+@pytest.mark.parametrize("target", sorted(t for t in targets(ROOT / "conf") if t.startswith(PROJECT)))
+def test_every_configured_class_has_a_docstring(target: str) -> None:
+    assert (resolve(target).__doc__ or "").strip(), f"{target} has no docstring that help() can show"
+
+
+def test_a_fourth_method_runs_through_the_cli_on_the_contracts_alone(tmp_path, tiny_cifar_root) -> None:
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "train.py", "experiment=align_uniform_cifar",
+               f"hydra.searchpath=[file://{ROOT / 'tests' / 'conf'}]", f"data.root={tiny_cifar_root}",
+               "trainer.fast_dev_run=true", "data.batch_size=8", "data.global_batch_size=8", "data.num_workers=0",
+               "model.backbone.widths=[8,16]", "print_config=false", f"hydra.run.dir={run_dir}"]
+    env = {**CLEAN_ENV, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), CLEAN_ENV.get("PYTHONPATH", "")])}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["test/knn_top1"] <= 1 and "test/nmi" in metrics
+
+
+def test_a_missing_capability_names_the_callback_that_needs_it() -> None:
+    from toy_method import AlignUniform
+
+    from callbacks.derain_grid import DerainGrid
+    from lightning_modules.components.backbones import ConvBackbone
+
+    toy = AlignUniform(ConvBackbone((8,)))
+    assert toy.supports("embed") and not toy.supports("restore") and not toy.supports("translate")
+    with pytest.raises(ConfigError, match=r"derain_grid.*AlignUniform\.restore\(\).*callbacks\.derain_grid=null"):
+        DerainGrid().setup(None, toy, "fit")  # type: ignore[arg-type]
+    with pytest.raises(NotImplementedError, match="AlignUniform does not implement restore"):
+        toy.restore(None)  # type: ignore[arg-type]
+
+
+def test_the_datamodule_contract_names_what_is_missing() -> None:
+    from datamodules.base import BaseDataModule
+
+    class Bare(BaseDataModule):
+        """A datamodule that provides training batches only."""
+
+    bare = Bare()
+    assert bare.has_test_data() and bare.num_classes is None and bare.per_device_batch_size() is None
+    with pytest.raises(NotImplementedError, match="Bare does not implement feature_dataloader"):
+        bare.feature_dataloader("eval")
+
+
+def test_translate_is_supported_only_with_a_generator() -> None:
+    from lightning_modules.components.backbones import ConvBackbone
+    from lightning_modules.dcodr.module import DCoDR
+    from lightning_modules.dcodr.networks import ContentEncoder
+
+    norec = DCoDR(ContentEncoder(ConvBackbone((8,)), content_dim=8, hidden_dim=None), generator=None)
+    assert norec.supports("embed") and not norec.supports("translate")
