@@ -92,7 +92,7 @@ def test_global_batch_is_divided_over_devices(tiny_imagenet: Path) -> None:
     dm = ImageDataModule(str(tiny_imagenet), global_batch_size=8, num_workers=0, train_views=two_crops(32, 0.0))
 
     class FakeTrainer:
-        world_size = 2
+        global_rank, world_size = 0, 2
 
     dm.trainer = FakeTrainer()
     assert dm.per_device_batch_size() == 4

@@ -1,37 +1,19 @@
-"""Labeled-domain data for DCoDR: every image has a domain id; content factors are known for evaluation only.
-
-Value range: images in [0, 1] (DCoDR feeds its encoder un-normalised images).
-
-Batch contract:
-    ``{"image": B x 3 x H x W, "positive": B x 3 x H x W, "domain": B, "index": B, "factors": {name: B}}``
-    ``positive`` is the same image under one random augmentation; ``factors`` only where known, never used by
-    training.
-
-Sources (Hydra-instantiated): ``ShapesSource`` (procedural, known factors), ``Cars3DSource`` (the public
-``cars/car_XXX_mesh.mat`` layout), ``DomainFolderSource`` (``<domain>/<image>`` plus an optional CSV of factor
-labels), ``NpzSource`` (the arrays DCoDR's preparation scripts write: SmallNORB, CelebA, Edges2Shoes) and
-``Shapes3DSource`` (DeepMind's ``3dshapes.h5``).
-"""
+"""Labeled-domain sources with ``load() -> DomainData``: procedural shapes, Cars3D, image folders, npz arrays,
+Shapes3D."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import random
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 from contrastlab.errors import DataError, MissingPathError
-from datamodules.base import BaseDataModule
-from datamodules.domain_augment import PositiveAugment
 from datamodules.images import list_images, load_rgb, natural_key
 from datamodules.shapes import FACTORS as SHAPE_FACTORS
 from datamodules.shapes import SHAPES, sample_shapes
@@ -279,179 +261,3 @@ def stratified_domain_split(domains: np.ndarray, test_fraction: float, seed: int
 
 class MissingArrayError(DataError, KeyError):
     """An array the config names is not in the file."""
-
-
-class DomainDataset(Dataset):
-    """In-memory images with domains and factors; ``augment`` makes the positive view (training only)."""
-
-    def __init__(self, data: DomainData, index: np.ndarray, augment: PositiveAugment | None) -> None:
-        self.data, self.index, self.augment = data, np.asarray(index), augment
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        j = int(self.index[i])
-        image = torch.from_numpy(self.data.images[j]).permute(2, 0, 1).float().div_(255.0)
-        factors: dict[str, Any] = {k: int(v[j]) for k, v in self.data.factors.items()}
-        factors.update({k: torch.from_numpy(v[j]) if v.ndim > 1 else float(v[j])
-                        for k, v in self.data.continuous.items()})
-        sample: dict[str, Any] = {"image": image, "domain": int(self.data.domains[j]), "index": i, "factors": factors}
-        if self.augment is not None:
-            sample["positive"] = self.augment(image)
-        return sample
-
-
-class WholeBatches(Dataset):
-    """Dataset view whose items are whole batches: ``dataset[[i, j, ...]]`` is the collated batch.
-
-    Paired with a sampler that yields index lists and ``batch_size=None``, each loader worker builds complete
-    batches, and the sampler stays a ``DistributedSampler`` that Lightning leaves as it is.
-    """
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, indices: list[int]) -> dict[str, Any]:
-        return default_collate([self.dataset[i] for i in indices])
-
-
-class BalancedDomainBatchSampler(DistributedSampler):
-    """Batches of ``domains_per_batch`` domains x ``per_domain`` images (DCoDR: 4 x 32).
-
-    Each epoch, every domain's training indices are shuffled and dealt round-robin to the ranks, so ranks draw from
-    disjoint subsets: no sample appears on two ranks within an epoch. Each batch picks its domains uniformly
-    without replacement and takes the next ``per_domain`` unused indices of each (a domain's list is reshuffled
-    when it would overrun, as the official sampler does; a domain smaller than ``per_domain`` is drawn with
-    replacement). Every rank yields the same number of batches.
-    """
-
-    def __init__(self, domains: Sequence[int], domains_per_batch: int = 4, per_domain: int = 32, rank: int = 0,
-                 world_size: int = 1, seed: int = 0, batches_per_epoch: int | None = None) -> None:
-        super().__init__(list(domains), num_replicas=world_size, rank=rank, shuffle=False, seed=seed)
-        self.by_domain: dict[int, list[int]] = defaultdict(list)
-        for i, d in enumerate(domains):
-            self.by_domain[int(d)].append(i)
-        self.domain_ids = sorted(self.by_domain)
-        if domains_per_batch > len(self.domain_ids):
-            domains_per_batch = len(self.domain_ids)  # fewer domains than asked (Edges2Shoes: 2)
-        self.domains_per_batch, self.per_domain = domains_per_batch, per_domain
-        self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, 0
-        total = len(domains)
-        self.batches = batches_per_epoch or max(1, total // (self.domains_per_batch * per_domain * world_size))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    @property
-    def batch_size(self) -> int:
-        return self.domains_per_batch * self.per_domain
-
-    def __len__(self) -> int:
-        return self.batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        shared = random.Random(self.seed * 100_003 + self.epoch)  # the same split on every rank
-        own: dict[int, list[int]] = {}
-        for d in self.domain_ids:
-            members = list(self.by_domain[d])
-            shared.shuffle(members)
-            own[d] = members[self.rank::self.world_size] or members  # a tiny domain is shared rather than lost
-        rng = random.Random((self.seed * 100_003 + self.epoch) * 7919 + self.rank)
-        cursor = {d: len(own[d]) for d in self.domain_ids}  # force a shuffle at first use
-        for _ in range(self.batches):
-            batch = []
-            for d in rng.sample(self.domain_ids, self.domains_per_batch):
-                members = own[d]
-                if len(members) < self.per_domain:
-                    batch += [rng.choice(members) for _ in range(self.per_domain)]
-                    continue
-                if cursor[d] + self.per_domain > len(members):
-                    rng.shuffle(members)
-                    cursor[d] = 0
-                batch += members[cursor[d]:cursor[d] + self.per_domain]
-                cursor[d] += self.per_domain
-            yield batch
-
-
-class DomainDataModule(BaseDataModule):
-    """Balanced domain batches for training; every image once (sharded) for evaluation.
-
-    Args:
-        source: where the images come from (a ``*Source`` with ``load()``).
-        test_fraction: stratified held-out fraction of every domain (DCoDR: 10 %), by ``split_seed``.
-        domains_per_batch / per_domain: the balanced batch (4 x 32).
-        augment: the positive-view augmentation (``PositiveAugment``).
-        batches_per_epoch: default floor(N_train / (batch x world)) as the official loader.
-    """
-
-    def __init__(self, source: Any, augment: PositiveAugment | None = None, test_fraction: float = 0.1,
-                 split_seed: int = 2, domains_per_batch: int = 4, per_domain: int = 32,
-                 batches_per_epoch: int | None = None, eval_batch_size: int = 256, num_workers: int = 2,
-                 pin_memory: bool = True, seed: int = 0) -> None:
-        super().__init__()
-        self.source, self.augment = source, augment or PositiveAugment()
-        self.test_fraction, self.split_seed = test_fraction, split_seed
-        self.domains_per_batch, self.per_domain = domains_per_batch, per_domain
-        self.batches_per_epoch, self.eval_batch_size = batches_per_epoch, eval_batch_size
-        self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
-        self.data: DomainData | None = None
-        self.train_index = self.test_index = np.zeros(0, dtype=np.int64)
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.data is None:
-            self.data = self.source.load()
-            self.train_index, self.test_index = stratified_domain_split(self.data.domains, self.test_fraction,
-                                                                        self.split_seed)
-
-    @property
-    def num_domains(self) -> int:
-        self.setup()
-        assert self.data is not None
-        return len(self.data.domain_names)
-
-    @property
-    def factor_levels(self) -> dict[str, int]:
-        self.setup()
-        assert self.data is not None
-        return dict(self.data.factor_levels)
-
-    @property
-    def continuous_factors(self) -> list[str]:
-        """Names of the factors probed by regression (lower L1 error is better)."""
-        self.setup()
-        assert self.data is not None
-        return sorted(self.data.continuous)
-
-    @property
-    def image_size(self) -> int:
-        self.setup()
-        assert self.data is not None
-        return int(self.data.images.shape[1])
-
-    def has_test_data(self) -> bool:
-        self.setup()
-        return len(self.test_index) > 0
-
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        assert self.data is not None
-        rank, world = self.distributed_rank()
-        sampler = BalancedDomainBatchSampler(self.data.domains[self.train_index], self.domains_per_batch,
-                                             self.per_domain, rank, world, self.seed, self.batches_per_epoch)
-        dataset = WholeBatches(DomainDataset(self.data, self.train_index, self.augment))
-        return self.make_loader(dataset, None, shuffle=False, sampler=sampler)
-
-    def feature_dataloader(self, split: str = "train") -> DataLoader:
-        """Un-augmented images of ``split`` (train | eval), every sample once across ranks, in order."""
-        self.setup()
-        assert self.data is not None
-        index = self.train_index if split == "train" else self.test_index
-        return self.make_loader(DomainDataset(self.data, index, None), self.eval_batch_size, shuffle=False,
-                                persistent_workers=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.feature_dataloader("eval")

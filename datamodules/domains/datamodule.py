@@ -1,0 +1,93 @@
+"""The DCoDR datamodule: a source, a stratified held-out split, balanced training batches, feature loaders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from datamodules.base import BaseDataModule
+from datamodules.domain_augment import PositiveAugment
+from datamodules.domains.datasets import BalancedDomainBatchSampler, DomainDataset, WholeBatches
+from datamodules.domains.sources import DomainData, stratified_domain_split
+
+
+class DomainDataModule(BaseDataModule):
+    """Balanced domain batches for training; every image once (sharded) for evaluation.
+
+    Args:
+        source: where the images come from (a ``*Source`` with ``load()``).
+        test_fraction: stratified held-out fraction of every domain (DCoDR: 10 %), by ``split_seed``.
+        domains_per_batch / per_domain: the balanced batch (4 x 32).
+        augment: the positive-view augmentation (``PositiveAugment``).
+        batches_per_epoch: default floor(N_train / (batch x world)) as the official loader.
+    """
+
+    def __init__(self, source: Any, augment: PositiveAugment | None = None, test_fraction: float = 0.1,
+                 split_seed: int = 2, domains_per_batch: int = 4, per_domain: int = 32,
+                 batches_per_epoch: int | None = None, eval_batch_size: int = 256, num_workers: int = 2,
+                 pin_memory: bool = True, seed: int = 0) -> None:
+        super().__init__()
+        self.source, self.augment = source, augment or PositiveAugment()
+        self.test_fraction, self.split_seed = test_fraction, split_seed
+        self.domains_per_batch, self.per_domain = domains_per_batch, per_domain
+        self.batches_per_epoch, self.eval_batch_size = batches_per_epoch, eval_batch_size
+        self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
+        self.data: DomainData | None = None
+        self.train_index = self.test_index = np.zeros(0, dtype=np.int64)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is None:
+            self.data = self.source.load()
+            self.train_index, self.test_index = stratified_domain_split(self.data.domains, self.test_fraction,
+                                                                        self.split_seed)
+
+    @property
+    def num_domains(self) -> int:
+        self.setup()
+        assert self.data is not None
+        return len(self.data.domain_names)
+
+    @property
+    def factor_levels(self) -> dict[str, int]:
+        self.setup()
+        assert self.data is not None
+        return dict(self.data.factor_levels)
+
+    @property
+    def continuous_factors(self) -> list[str]:
+        """Names of the factors probed by regression (lower L1 error is better)."""
+        self.setup()
+        assert self.data is not None
+        return sorted(self.data.continuous)
+
+    @property
+    def image_size(self) -> int:
+        self.setup()
+        assert self.data is not None
+        return int(self.data.images.shape[1])
+
+    def has_test_data(self) -> bool:
+        self.setup()
+        return len(self.test_index) > 0
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        assert self.data is not None
+        rank, world = self.distributed_rank()
+        sampler = BalancedDomainBatchSampler(self.data.domains[self.train_index], self.domains_per_batch,
+                                             self.per_domain, rank, world, self.seed, self.batches_per_epoch)
+        dataset = WholeBatches(DomainDataset(self.data, self.train_index, self.augment))
+        return self.make_loader(dataset, None, shuffle=False, sampler=sampler)
+
+    def feature_dataloader(self, split: str = "train") -> DataLoader:
+        """Un-augmented images of ``split`` (train | eval), every sample once across ranks, in order."""
+        self.setup()
+        assert self.data is not None
+        index = self.train_index if split == "train" else self.test_index
+        return self.make_loader(DomainDataset(self.data, index, None), self.eval_batch_size, shuffle=False,
+                                persistent_workers=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.feature_dataloader("eval")
