@@ -1,4 +1,5 @@
-"""Write one output image per input, with the input's file name (``eval.py`` prediction mode)."""
+"""Write one output image per input, with the input's file name (``eval.py`` prediction mode, and the test
+images of a restoration method)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,22 @@ class ImagePredictionWriter(ArtifactCallback):
                              batch_idx: int, dataloader_idx: int = 0) -> None:
         for name, image in zip(outputs["name"], outputs["image"]):
             self.written.append(save_image(image, self._root(trainer) / Path(name).name))
+
+
+class TestOutputWriter(ImagePredictionWriter):
+    """Save the test step's ``{"name": [...], "image": B x 3 x H x W in [0, 1]}`` outputs under ``folder``.
+
+    Args:
+        folder: output folder; relative paths are taken inside the run directory.
+        enabled: write (NLCL: ``model.save_test_outputs``); off, the callback does nothing.
+    """
+
+    def __init__(self, folder: str = "test_outputs", enabled: bool = False) -> None:
+        super().__init__(folder)
+        self.enabled = enabled
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self.enabled and isinstance(outputs, dict) and "image" in outputs:
+            for name, image in zip(outputs["name"], outputs["image"]):
+                self.written.append(save_image(image, self._root(trainer) / Path(name).name))

@@ -36,6 +36,13 @@ class CheckpointError(UserError, FileNotFoundError):
     """A checkpoint to resume or evaluate is missing, or a run folder already belongs to another run."""
 
 
+class WeightsMismatchError(UserError, KeyError):
+    """A weights file lacks (or has other shapes for) the weights of the network it is loaded into."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class DivergenceError(UserError, RuntimeError):
     """Training stopped on a non-finite or exploding loss; the message names the step and the last good checkpoint."""
 

@@ -94,3 +94,20 @@ def test_translate_is_supported_only_with_a_generator() -> None:
 
     norec = DCoDR(ContentEncoder(ConvBackbone((8,)), content_dim=8, hidden_dim=None), generator=None)
     assert norec.supports("embed") and not norec.supports("translate")
+
+
+def test_the_test_output_writer_saves_each_test_image_by_name(tmp_path) -> None:
+    import torch
+
+    from callbacks.prediction_writer import TestOutputWriter
+
+    class Trainer:
+        default_root_dir = str(tmp_path)
+
+    outputs = {"name": ["a.png", "b.png"], "image": torch.rand(2, 3, 8, 8)}
+    TestOutputWriter(enabled=False).on_test_batch_end(Trainer(), None, outputs, None, 0)  # type: ignore[arg-type]
+    assert not (tmp_path / "test_outputs").exists()
+    writer = TestOutputWriter(enabled=True)
+    writer.on_test_batch_end(Trainer(), None, outputs, None, 0)  # type: ignore[arg-type]
+    assert sorted(p.name for p in (tmp_path / "test_outputs").iterdir()) == ["a.png", "b.png"] == [
+        p.name for p in writer.written]

@@ -9,6 +9,8 @@ import torch
 import torchvision
 from torch import nn
 
+from lightning_modules.components.weights import load_matching_weights
+
 
 class Backbone(nn.Module):
     """A trunk mapping images to a feature vector; ``feature_dim`` says how long."""
@@ -52,30 +54,13 @@ class ResNetBackbone(Backbone):
         return self.net(x)
 
 
-def load_trunk_checkpoint(net: nn.Module, path: str | Path) -> None:
+def load_trunk_checkpoint(net: nn.Module, path: str | Path, key: str = "model.backbone.checkpoint") -> None:
     """Load trunk weights from a MoCo / HCSC / contrastlab / torchvision checkpoint (strict on the trunk).
 
     Prefixes ``module.``, ``encoder_q.``, ``backbone.`` and ``net.`` are stripped; momentum-encoder and head keys
     match no trunk weight and are ignored.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"backbone checkpoint '{path}' does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    state = state.get("state_dict", state)
-    trunk = {}
-    for key, value in state.items():
-        name = key
-        for prefix in ("module.", "encoder_q.", "backbone.", "net."):
-            if name.startswith(prefix):
-                name = name[len(prefix):]
-        trunk.setdefault(name, value)
-    wanted = net.state_dict()
-    found = {k: v for k, v in trunk.items() if k in wanted and v.shape == wanted[k].shape}
-    missing = sorted(set(wanted) - set(found))
-    if missing:
-        raise KeyError(f"checkpoint '{path}' lacks {len(missing)} trunk weights, e.g. {missing[:3]}")
-    net.load_state_dict(found, strict=True)
+    load_matching_weights(net, path, key, prefixes=("module.", "encoder_q.", "backbone.", "net."))
 
 
 class ConvBackbone(Backbone):

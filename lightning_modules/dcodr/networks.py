@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lightning_modules.components.backbones import Backbone
+from lightning_modules.components.weights import load_matching_weights
 
 
 class ContentEncoder(nn.Module):
@@ -39,19 +39,9 @@ class ContentEncoder(nn.Module):
             self._load_moco_head(head_checkpoint)
 
     def _load_moco_head(self, path: str) -> None:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"MoCo checkpoint '{path}' does not exist (`model.encoder.head_checkpoint`)")
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        state = state.get("state_dict", state)
-        weight = next((v for k, v in state.items() if k.endswith("encoder_q.fc.0.weight")), None)
-        bias = next((v for k, v in state.items() if k.endswith("encoder_q.fc.0.bias")), None)
-        first = self.projection[0]
-        if weight is None or weight.shape != first.weight.shape:
-            raise KeyError(f"'{path}' has no MoCo head layer `encoder_q.fc.0` of shape {tuple(first.weight.shape)}")
-        with torch.no_grad():
-            first.weight.copy_(weight)
-            if bias is not None:
-                first.bias.copy_(bias)
+        """The MoCo v2 head's first layer (``encoder_q.fc.0``) into the code projection's first layer."""
+        load_matching_weights(self.projection[0], path, "model.encoder.head_checkpoint",
+                              prefixes=("module.", "encoder_q.", "fc.0."))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.projection(self.backbone(x))

@@ -19,15 +19,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from contrastlab.errors import MissingPathError
-from lightning_modules.base import BaseModule, OptimizerFactory, trainable
-from lightning_modules.components.restoration import RestorationMetrics, tiled_apply
+from lightning_modules.base import OptimizerFactory, trainable
+from lightning_modules.components.restoration import tiled_apply
+from lightning_modules.components.weights import load_matching_weights
 from lightning_modules.nlcl.losses import LayerContrastLoss, PatchNCELoss, lsgan_loss
 from lightning_modules.nlcl.networks import LayerGenerator, PatchDiscriminator, ProjectionHeads
 from lightning_modules.nlcl.sampler import NonLocalSampler, gather_features
+from lightning_modules.restoration import RestorationModule
 
 
-class NLCL(BaseModule):
+class NLCL(RestorationModule):
     """NLCL with code-faithful defaults (yunguo224/NLCL @ f4b44ac) and the paper-figure variants as switches.
 
     Args:
@@ -48,7 +49,8 @@ class NLCL(BaseModule):
             the R^ heads take two Adam steps per iteration. Off by default (every head trained once).
         pretrained_b / pretrained_r: official ``latest_net_Back.pth`` / ``latest_net_Rain.pth`` to start from.
         inference_tile: restore images larger than this side tile by tile (None = always whole).
-        save_test_outputs: write every derained test image into ``<run dir>/test_outputs``.
+        save_test_outputs: write every derained test image into ``<run dir>/test_outputs`` (the
+            ``test_outputs`` callback of ``conf/callbacks/default.yaml`` reads this switch and does the writing).
     """
 
     compile_targets = ("G_B", "G_R", "D")
@@ -110,7 +112,6 @@ class NLCL(BaseModule):
         self.patch_nce = PatchNCELoss(temperature)
         self.layer_contrast = LayerContrastLoss(temperature)
         self.layer_contrast_floor = LayerContrastLoss.floor(num_positives, num_negatives)
-        self.val_metrics, self.test_metrics = RestorationMetrics(), RestorationMetrics()
         if compat_frozen_heads:
             # Release bug B1/B2: these heads are never stepped (gradients still flow through them to G).
             self.loc_heads.requires_grad_(False)
@@ -266,64 +267,9 @@ class NLCL(BaseModule):
             result["rain"] = out[:, 3:6]
         return result
 
-    def _evaluate(self, batch: dict[str, Any], metrics: RestorationMetrics) -> torch.Tensor:
-        background = self.restore(batch["rainy"], with_rain=False)["background"].clamp(-1, 1)
-        if "target" in batch:
-            metrics.update((background + 1) / 2, (batch["rainy"] + 1) / 2, (batch["target"] + 1) / 2)
-        return background
-
-    def _log_metrics(self, stage: str, metrics: RestorationMetrics) -> None:
-        """Log the epoch's PSNR/SSIM; ranks reduce their states inside ``compute`` (all ranks call it)."""
-        seen = torch.tensor(float(metrics.output_rgb["psnr"].update_count > 0), device=self.device)
-        if self.trainer.world_size > 1:
-            seen = self.all_gather(seen).max()
-        if seen.item() > 0:
-            values = metrics.compute()
-            self.log_dict({f"{stage}/{k}": v for k, v in values.items()})
-        metrics.reset()
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.val_metrics)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        background = self._evaluate(batch, self.test_metrics)
-        if self.hparams.save_test_outputs:
-            from datamodules.images import save_image
-
-            folder = Path(self.trainer.default_root_dir) / "test_outputs"
-            for name, image in zip(batch["name"], background):
-                save_image((image + 1) / 2, folder / name)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_metrics)
-
-    @staticmethod
-    def summary_lines(metrics: dict[str, float]) -> list[str]:
-        """The demo's headline: held-out PSNR/SSIM of the rainy input against the derained output."""
-        if "test/psnr" not in metrics:
-            return []
-        rainy, derained = metrics["test/psnr_rainy"], metrics["test/psnr"]
-        return [f"held-out PSNR: rainy input {rainy:.2f} dB -> derained {derained:.2f} dB "
-                f"(SSIM {metrics['test/ssim_rainy']:.3f} -> {metrics['test/ssim']:.3f})"]
-
-    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        background = self.restore(batch["rainy"], with_rain=False)["background"].clamp(-1, 1)
-        return {"name": list(batch["name"]), "image": (background + 1) / 2}
-
 
 def load_official_generator(generator: LayerGenerator, path: str | Path, name: str = "G_B",
                             key: str = "model.pretrained_b") -> None:
-    """Load a released NLCL generator state dict (``latest_net_Back.pth``) with strict key matching, or the
-    ``name`` network (``G_B`` / ``G_R``) of a project checkpoint; a missing file names its config ``key``."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingPathError(f"NLCL generator checkpoint '{path}' does not exist (config key `{key}`; the released "
-                               "weights are in ../shared/data/nlcl_official, see the README)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if "state_dict" in state:  # a Lightning checkpoint of this project: the weights of the network loaded into
-        prefix = f"{name}."
-        state = {k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
-    generator.load_state_dict(state, strict=True)
+    """Load a released NLCL generator state dict (``latest_net_Back.pth``), or the ``name`` network (``G_B`` /
+    ``G_R``) of a project checkpoint, strictly; a missing file names its config ``key``."""
+    load_matching_weights(generator, path, key, prefixes=(f"{name}.",))
