@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import torch
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
@@ -56,3 +59,21 @@ def truncate_csv_history(path: str | Path, last_step: int) -> int:
             writer.writeheader()
             writer.writerows(kept)
     return len(rows) - len(kept)
+
+
+def send_image(logger: Any, key: str, grid: torch.Tensor, step: int) -> bool:
+    """Log ``grid`` (3, H, W) in [0, 1] to ``logger`` by what it can take; False when it takes no images.
+
+    Lightning's image API (``log_image(key, images, step)``: W&B, Neptune) gets a uint8 array; a logger whose
+    experiment is a TensorBoard-style writer (``add_image``) gets the tensor; CSV and others are skipped.
+    """
+    image = grid.detach().float().clamp(0, 1).cpu()
+    log_image = getattr(logger, "log_image", None)
+    if callable(log_image):
+        log_image(key=key, images=[(image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)], step=step)
+        return True
+    add_image = getattr(getattr(logger, "experiment", None), "add_image", None)
+    if callable(add_image):
+        add_image(key, image, global_step=step)
+        return True
+    return False

@@ -111,3 +111,27 @@ def test_the_test_output_writer_saves_each_test_image_by_name(tmp_path) -> None:
     writer.on_test_batch_end(Trainer(), None, outputs, None, 0)  # type: ignore[arg-type]
     assert sorted(p.name for p in (tmp_path / "test_outputs").iterdir()) == ["a.png", "b.png"] == [
         p.name for p in writer.written]
+
+
+def test_images_go_to_every_logger_that_takes_them(tmp_path) -> None:
+    import torch
+    from pytorch_lightning.loggers import CSVLogger
+
+    from contrastlab.loggers import send_image
+
+    class ImageAPILogger:  # any logger with Lightning's log_image, whatever its class name
+        def log_image(self, key: str, images: list, step: int) -> None:
+            self.received = (key, images[0].shape, str(images[0].dtype), step)
+
+    class Writer:
+        def add_image(self, key: str, image: torch.Tensor, global_step: int) -> None:
+            self.received = (key, tuple(image.shape), global_step)
+
+    class WriterLogger:  # a TensorBoard-style experiment
+        experiment = Writer()
+
+    grid = torch.rand(3, 8, 6)
+    api, writer = ImageAPILogger(), WriterLogger()
+    assert send_image(api, "val/grid", grid, 3) and api.received == ("val/grid", (8, 6, 3), "uint8", 3)
+    assert send_image(writer, "val/grid", grid, 4) and writer.experiment.received == ("val/grid", (3, 8, 6), 4)
+    assert not send_image(CSVLogger(tmp_path), "val/grid", grid, 5)
