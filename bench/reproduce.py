@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=sorted(PROTOCOLS), default=list(PROTOCOLS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--dcodr-seeds", type=int, nargs="+", default=None, help="default: --seeds")
+    parser.add_argument("--dcodr-equal-steps-only", action="store_true", help="skip the equal-wall-time runs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     runs = args.out / "runs"
@@ -48,7 +49,9 @@ def main() -> None:
         args.out / f".{args.scale}_sections.json").exists() else {}
     for name in args.only:
         seeds = args.dcodr_seeds if name == "dcodr" and args.dcodr_seeds else args.seeds
-        lines, result = PROTOCOLS[name].run(args.scale, args.data_root.resolve(), seeds, runs, TRAINER[args.scale])
+        options = {"wall_time": not args.dcodr_equal_steps_only} if name == "dcodr" else {}
+        lines, result = PROTOCOLS[name].run(args.scale, args.data_root.resolve(), seeds, runs, TRAINER[args.scale],
+                                            **options)
         sections[name], summary[name] = lines, {**result, "seeds": seeds}
         (args.out / f".{args.scale}_sections.json").write_text(json.dumps(sections))
     seeds_used = "; ".join(f"{k}: {v.get('seeds')}" for k, v in summary.items())
