@@ -45,21 +45,19 @@ def main() -> None:
     summary_path = args.out / f"{args.scale}.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     summary = {k: v for k, v in summary.items() if k in PROTOCOLS}
-    sections = json.loads((args.out / f".{args.scale}_sections.json").read_text()) if (
-        args.out / f".{args.scale}_sections.json").exists() else {}
     for name in args.only:
         seeds = args.dcodr_seeds if name == "dcodr" and args.dcodr_seeds else args.seeds
         options = {"wall_time": not args.dcodr_equal_steps_only} if name == "dcodr" else {}
         lines, result = PROTOCOLS[name].run(args.scale, args.data_root.resolve(), seeds, runs, TRAINER[args.scale],
                                             **options)
-        sections[name], summary[name] = lines, {**result, "seeds": seeds}
-        (args.out / f".{args.scale}_sections.json").write_text(json.dumps(sections))
+        summary[name] = {**result, "seeds": seeds, "lines": lines}
+        summary_path.write_text(json.dumps(summary, indent=2))
     seeds_used = "; ".join(f"{k}: {v.get('seeds')}" for k, v in summary.items())
     header = [f"# Reproductions at `{args.scale}` scale", "",
               f"`python bench/reproduce.py --scale {args.scale}` (seeds {seeds_used}); every "
               "figure is the held-out test metric of the run's final weights; wall minutes include start-up and "
               "evaluation.", ""]
-    body = [line for name in PROTOCOLS if name in sections for line in [*sections[name], ""]]
+    body = [line for name in PROTOCOLS if name in summary for line in [*summary[name]["lines"], ""]]
     (args.out / f"{args.scale}.md").write_text("\n".join(header + body))
     summary_path.write_text(json.dumps(summary, indent=2))
     print((args.out / f"{args.scale}.md").read_text())
