@@ -42,7 +42,7 @@ def plot_curves(series: dict[str, list[tuple[int, float]]], path: Path, title: s
     figure, axis = plt.subplots(figsize=(6.4, 4.2))
     for label, value in (levels or {}).items():
         axis.axhline(value, linestyle="--", color="grey", linewidth=1)
-        axis.annotate(label, (0, value), fontsize=7, color="grey", va="bottom")
+        axis.text(0.01, value, label, transform=axis.get_yaxis_transform(), fontsize=7, color="grey", va="bottom")
     for label, points in series.items():
         if points:
             steps, values = zip(*points)
