@@ -12,14 +12,14 @@ from callbacks.base import ArtifactCallback
 from datamodules.images import save_image
 
 
-class ImagePredictionWriter(ArtifactCallback):
-    """Save ``{"name": [...], "image": B x 3 x H x W in [0, 1]}`` predictions under ``folder``.
+class _ImageWriter(ArtifactCallback):
+    """Shared part of the writers: ``{"name": [...], "image": B x 3 x H x W in [0, 1]}`` outputs to files.
 
     Args:
         folder: output folder; relative paths are taken inside the run directory.
     """
 
-    def __init__(self, folder: str = "predictions") -> None:
+    def __init__(self, folder: str) -> None:
         super().__init__()
         self.folder = folder
 
@@ -27,14 +27,28 @@ class ImagePredictionWriter(ArtifactCallback):
         folder = Path(self.folder)
         return folder if folder.is_absolute() else Path(trainer.default_root_dir) / folder
 
-    def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                             batch_idx: int, dataloader_idx: int = 0) -> None:
+    def _write(self, trainer: pl.Trainer, outputs: dict[str, Any]) -> None:
         for name, image in zip(outputs["name"], outputs["image"]):
             self.written.append(save_image(image, self._root(trainer) / Path(name).name))
 
 
-class TestOutputWriter(ImagePredictionWriter):
-    """Save the test step's ``{"name": [...], "image": B x 3 x H x W in [0, 1]}`` outputs under ``folder``.
+class ImagePredictionWriter(_ImageWriter):
+    """Save the predict step's outputs under ``folder`` (``eval.py mode=predict``).
+
+    Args:
+        folder: output folder; relative paths are taken inside the run directory.
+    """
+
+    def __init__(self, folder: str = "predictions") -> None:
+        super().__init__(folder)
+
+    def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                             batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._write(trainer, outputs)
+
+
+class TestOutputWriter(_ImageWriter):
+    """Save the test step's outputs under ``folder``; silent in prediction mode (that is the other writer's job).
 
     Args:
         folder: output folder; relative paths are taken inside the run directory.
@@ -48,5 +62,4 @@ class TestOutputWriter(ImagePredictionWriter):
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                           batch_idx: int, dataloader_idx: int = 0) -> None:
         if self.enabled and isinstance(outputs, dict) and "image" in outputs:
-            for name, image in zip(outputs["name"], outputs["image"]):
-                self.written.append(save_image(image, self._root(trainer) / Path(name).name))
+            self._write(trainer, outputs)

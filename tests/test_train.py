@@ -242,10 +242,13 @@ def test_eval_tests_a_checkpoint_and_predicts_a_folder(make_cfg, tmp_path, paire
     written = json.loads((tmp_path / "test" / "metrics.json").read_text())
     assert written["test/psnr"] == pytest.approx(metrics["test/psnr"])
 
-    evaluate(make_cfg(*common, f"ckpt_path={ckpt}", "mode=predict", f"data.predict_dir={paired_rain_dir / 'input'}",
-                      config_name="eval", output_dir=tmp_path / "predict"))
+    predicted = evaluate(make_cfg(*common, f"ckpt_path={ckpt}", "mode=predict",
+                                  f"data.predict_dir={paired_rain_dir / 'input'}", "model.save_test_outputs=true",
+                                  config_name="eval", output_dir=tmp_path / "predict"))
     written = sorted(p.name for p in (tmp_path / "predict" / "predictions").iterdir())
     assert written == sorted(p.name for p in (paired_rain_dir / "input").iterdir())
+    assert predicted["predict/images"] == len(written)  # one file per input: the test-output writer stays silent
+    assert not (tmp_path / "predict" / "test_outputs").exists()
 
     with pytest.raises(FileNotFoundError, match="ckpt_path"):
         evaluate(make_cfg(*common, "ckpt_path=/no/such.ckpt", config_name="eval", output_dir=tmp_path / "x"))
