@@ -1,4 +1,4 @@
-"""Disentanglement evaluation of content codes (DCoDR spec Sec. 4.2), through ``pl_module.embed``.
+"""Disentanglement evaluation of content codes (DCoDR Sec. 4; docs/references.md, D5), through ``pl_module.embed``.
 
 Invariance: how well the *domain* is predicted from the content code (lower is better; chance is reported).
 Informativeness: how well each content factor is predicted (higher is better); a continuous factor (CelebA's

@@ -84,7 +84,8 @@ def two_crops(size: int = 224, blur: float = 0.5, mean: Sequence[float] = IMAGEN
 
 
 def hcsc_multi_crop(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Views:
-    """HCSC multi-crop (spec Sec. 4): 2 x 224 (0.2-1) + 192 (0.172-0.86), 160 (0.143-0.715), 128 (0.114-0.571),
+    """HCSC multi-crop (docs/references.md, H4):
+    2 x 224 (0.2-1) + 192 (0.172-0.86), 160 (0.143-0.715), 128 (0.114-0.571),
     96 (0.086-0.429), all with the MoCo v2 augmentation."""
     return Views([ViewSpec(224, (0.2, 1.0), 0.5, 2), ViewSpec(192, (0.172, 0.86)), ViewSpec(160, (0.143, 0.715)),
                   ViewSpec(128, (0.114, 0.571)), ViewSpec(96, (0.086, 0.429))], mean, std)

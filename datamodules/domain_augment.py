@@ -1,4 +1,4 @@
-"""DCoDR's positive views: one random augmentation per image from a configurable set (spec Sec. 2.3).
+"""DCoDR's positive views: one random augmentation per image from a configurable set (docs/references.md, D3).
 
 The default set changes only low-level statistics (blur, contrast, a mild crop, saturation), which the paper
 argues keeps the content attributes intact; the other registered operations are there for augmentation studies

@@ -1,4 +1,4 @@
-"""A procedural "shapes" data set with known factors (a 2-D Shapes3D-lite; DCoDR spec Sec. 6).
+"""A procedural "shapes" data set with known factors (a 2-D Shapes3D-lite; docs/references.md, D6).
 
 Domain = the object's shape (square, circle, triangle, capsule). Content = wall hue, floor hue, object hue (10
 each), object scale (8) and orientation (15 angles in [-30, 30] degrees). The orientation tilts the wall/floor

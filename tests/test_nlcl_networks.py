@@ -57,7 +57,7 @@ def test_discriminator_layout_output_size_and_taps() -> None:
     d = PatchDiscriminator(base_channels=8)
     x = torch.randn(1, 3, 256, 256)
     logits, taps = d.forward_with_taps(x, [0, 3, 7])
-    assert logits.shape == (1, 1, 30, 30)  # spec 1.3: 30^2 patch map on 256^2
+    assert logits.shape == (1, 1, 30, 30)  # CUT's PatchGAN: 30^2 patch map on 256^2
     assert [t.shape[1:] for t in taps] == [(3, 256, 256), (8, 255, 255), (16, 127, 127), (32, 63, 63)]
     assert torch.equal(taps[0], x)
     # conv0 is tapped after its LeakyReLU (official in-place activation), conv3/conv7 before their norms.

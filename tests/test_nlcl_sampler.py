@@ -85,7 +85,7 @@ def test_exclusion_radius_removes_near_duplicates_but_keeps_the_anchor() -> None
     centres = NonLocalSampler(num_patches=8, exclusion_radius=4)(guide)
     chebyshev = (centres[:, 1:] - centres[:, :1]).abs().amax(-1)
     assert (chebyshev > 4).all()
-    # Without exclusion the nearest neighbours of smooth images are the 1-2 px shifts (spec R6).
+    # Without exclusion the nearest neighbours of smooth images are the 1-2 px shifts (docs/references.md, N5).
     smooth = torch.nn.functional.avg_pool2d(torch.randn(4, 3, 72, 72), 9, stride=1)
     plain = NonLocalSampler(num_patches=8)(smooth)
     assert (plain[:, 1:] - plain[:, :1]).abs().amax(-1).float().mean() <= 2.5

@@ -1,5 +1,5 @@
-"""Probes for disentanglement (DCoDR spec Sec. 4.2): the paper's MLP classifier with early stopping, and 1-NN
-retrieval. The linear probe is ``lightning_modules.components.evaluation.linear_probe``."""
+"""Probes for disentanglement (DCoDR Sec. 4; docs/references.md, D5): the paper's MLP classifier with early
+stopping, and 1-NN retrieval. The linear probe is ``lightning_modules.components.evaluation.linear_probe``."""
 
 from __future__ import annotations
 

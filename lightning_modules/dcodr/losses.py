@@ -1,4 +1,4 @@
-"""DCoDR losses (Kahana & Hoshen, ECCV 2022; spec Sec. 2.1, 2.4)."""
+"""DCoDR losses (Kahana & Hoshen, ECCV 2022; Sec. 3; docs/references.md, D2)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """DCoDR networks: the content encoder and the LORD-style AdaIN generator with per-domain embeddings
-(spec Sec. 1.3-1.4)."""
+(DCoDR Sec. 3; docs/references.md, D1)."""
 
 from __future__ import annotations
 

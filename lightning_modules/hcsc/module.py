@@ -1,10 +1,10 @@
 """HCSC: Hierarchical Contrastive Selective Coding (Guo et al., CVPR 2022), on top of MoCo v2.
 
-E-step, at the start of every epoch after ``warmup_epochs`` (spec Sec. 2):
+E-step, at the start of every epoch after ``warmup_epochs`` (HCSC Sec. 3.2; docs/references.md, H1):
     features of every training image (momentum encoder, centre crops, 128-d, unit norm)
     -> spherical k-means 3000 -> 2000 -> 1000 (upper levels cluster the prototypes below)
     -> prototypes c^l, concentrations phi^l, labels a_l(i), parent probabilities.
-Training step (spec Sec. 3):
+Training step (HCSC Sec. 3.3, Eq. 4-8; docs/references.md, H2):
     L_ins   = sum_l CE([q.k, (q.n_j) s^l_ij] / t),     s^l_ij ~ Bernoulli(1 - P_l(a_l(i) | n_j))
     L_proto = mean_l CE([q.c_a / phi_a, (q.c_m / phi_m) t^l_im]),  t^l_im ~ Bernoulli(1 - P(par(a_l(i)) | c_m)),
               negatives = prototypes that are no sample's positive in the local batch, no selection at the top
@@ -39,7 +39,8 @@ from lightning_modules.hcsc.selection import (
 
 
 class HCSC(MoCoV2):
-    """HCSC with code-faithful defaults (gyfastas/HCSC @ cec852d) and switches for the variants of spec Sec. 9.
+    """HCSC with code-faithful defaults (gyfastas/HCSC @ cec852d) and switches for the variants
+    in docs/references.md, H3.
 
     Args:
         num_clusters: prototypes per level, bottom-up (3000, 2000, 1000 on ImageNet; scale down for small data).
@@ -110,7 +111,7 @@ class HCSC(MoCoV2):
         return torch.cat(features), torch.cat(indices)
 
     def update_prototypes(self) -> None:
-        """Cluster the whole training set with every rank working on its own shard (spec Sec. 2, R12)."""
+        """Cluster the whole training set with every rank working on its own shard (docs/references.md, H5)."""
         loader = self.trainer.datamodule.feature_dataloader("train")
         start = time.perf_counter()
         features, indices = self.extract_projections(loader)

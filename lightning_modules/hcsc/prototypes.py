@@ -1,4 +1,5 @@
-"""HCSC's hierarchical prototypes as persistent state: what a resumed run must find again (spec Sec. 2)."""
+"""HCSC's hierarchical prototypes as persistent state: what a resumed run must find again
+(HCSC Sec. 3.2; docs/references.md, H5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HCSC's selective coding as pure, vectorised functions (spec Sec. 3; official ``hcsc/hcsc.py``).
+"""HCSC's selective coding as pure, vectorised functions (HCSC Sec. 3.3; official ``hcsc/hcsc.py``).
 
 Notation: q (B, D) queries, k (B, D) keys, queue (K, D), level-l prototypes C (M, D) with concentrations
 phi (M,), a(i) the level-l prototype of sample i (from the epoch-start clustering). All logits are fp32.

@@ -1,4 +1,4 @@
-"""NLCL losses as validated ``nn.Module``s (NLCL Sec. 3.2-3.3; spec 2.1-2.4).
+"""NLCL losses as validated ``nn.Module``s (NLCL Sec. 3.2-3.3; docs/references.md, N3).
 
 All logits are formed in fp32 whatever the autocast dtype (low temperatures overflow half precision).
 """
@@ -57,7 +57,8 @@ class SupConLoss(nn.Module):
 
 
 class LayerContrastLoss(nn.Module):
-    """L_LayerContra: SupCon between the background group (label 1) and the rain group (label 0), spec 2.3.
+    """L_LayerContra: SupCon between the background group (label 1) and the rain group (label 0),
+    official models/disnce.py.
 
     Both sides are anchors ("pull rain together, push the background away, and vice versa").
     """
@@ -79,7 +80,8 @@ class LayerContrastLoss(nn.Module):
     def floor(num_background: int, num_rain: int) -> float:
         """Value at perfect separation (each group collapsed, groups far apart): mean over anchors of log(|group|-1).
 
-        ~4.67 for the official 8 / 128; the loss never goes below it, so log the excess over it (spec R7).
+        ~4.67 for the official 8 / 128; the loss never goes below it, so log the excess over it
+        (docs/references.md, N6).
         """
         total = num_background + num_rain
         return (num_background * math.log(max(num_background - 1, 1))
@@ -87,7 +89,7 @@ class LayerContrastLoss(nn.Module):
 
 
 class PatchNCELoss(nn.Module):
-    """L_LocContra: CUT's PatchNCE over the locations of one image (spec 2.4).
+    """L_LocContra: CUT's PatchNCE over the locations of one image (official models/patchnce.py).
 
     Query i (output feature, with gradient) must pick key i (input feature, detached) among the keys of all
     locations of the same image; the self-similarity of other locations' diagonal is filled with ``-10`` before

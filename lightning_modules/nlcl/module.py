@@ -1,6 +1,6 @@
 """NLCL: unsupervised deraining where contrastive learning meets self-similarity (Ye et al., CVPR 2022).
 
-One training iteration (spec Sec. 2.1, 8):
+One training iteration (official models/NLCL_model.py; docs/references.md, N2):
     B^ = G_B(O),  R^ = G_R(O)                                              decomposition, O = B + R
     D step:  L_D = 1/2 [ (D(B^) - 0)^2 + (D(B) - 1)^2 ]                   LSGAN, B an unpaired clean image
     G step:  L_G = l_gan (D(B^) - 1)^2                                     adversarial
@@ -209,7 +209,8 @@ class NLCL(RestorationModule):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """L_LayerContra: B^ and R^ groups found on the images themselves, compared at every D level.
 
-        Also returns the mean Chebyshev offset of the positives from their anchor (a diagnostic, spec R6).
+        Also returns the mean Chebyshev offset of the positives from their anchor (a diagnostic,
+        docs/references.md, N5).
         """
         size = tuple(background_taps[0].shape[-2:])
         positives = self.positive_sampler(background_taps[0])  # (B, 8, 2), anchor first

@@ -168,7 +168,8 @@ class PatchDiscriminator(nn.Module):
         """Patch logits (or None) and ``[x] + [features at taps]``.
 
         A conv followed directly by a LeakyReLU is tapped *after* the activation: the official in-place
-        LeakyReLU overwrites the stored conv output (spec 1.4), and so conv0's features are post-activation.
+        LeakyReLU overwrites the stored conv output (docs/references.md, N1), and so
+        conv0's features are post-activation.
         """
         feats, wanted = [x], set(taps)
         last = len(self.model) - 1 if need_logits else max(taps) + 1

@@ -9,9 +9,9 @@ Here the squared distances of all candidates come from one grouped convolution p
 (``||c||^2 - 2 <c, a> + ||a||^2``), each sample gets its own anchor, and ``topk`` picks the group; no loop over
 samples or patches and no host synchronisation.
 
-Modes (the paper figure's variants, spec R3): ``similar`` (official), ``dissimilar`` (anchor + the k-1 most
-different candidates of the window, "reverse non-local"), ``random`` (k distinct random centres over the image,
-CUT's sampler).
+Modes (the paper figure's variants, docs/references.md, N4): ``similar`` (official),
+``dissimilar`` (anchor + the k-1 most different candidates of the window, "reverse non-local"), ``random`` (k distinct
+random centres over the image, CUT's sampler).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class NonLocalSampler:
         search_size: side of the candidate window around the anchor (40).
         mode: ``similar`` | ``dissimilar`` | ``random``.
         exclusion_radius: drop candidates whose Chebyshev offset from the anchor is in (0, r]; the official
-            positives are in practice the anchor and its 1-2 px shifts (spec R6). 0 = official.
+            positives are in practice the anchor and its 1-2 px shifts (docs/references.md, N5). 0 = official.
     """
 
     def __init__(
@@ -147,7 +147,7 @@ def gather_features(feature: torch.Tensor, centres: torch.Tensor, image_size: tu
     """Feature vectors at patch centres: ``(B, C, h, w)`` x ``(B, k, 2)`` -> ``(B, k, C)``.
 
     Centres given on the ``image_size`` grid are mapped to this level by floor(y * h / H), floor(x * w / W):
-    each level by its own size (the official code divides by a hard-coded 256, spec B5).
+    each level by its own size (the official code divides by a hard-coded 256, docs/references.md, N7).
     """
     batch, channels, h, w = feature.shape
     rows = torch.div(centres[..., 0] * h, image_size[0], rounding_mode="floor")
