@@ -24,6 +24,7 @@ from contrastlab.run import (  # noqa: E402
     register_resolvers,
     run_context,
     scalar_metrics,
+    trainer_strategy,
     write_metrics,
 )
 
@@ -42,7 +43,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     model: pl.LightningModule = instantiate(cfg.model)
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"), cfg.paths.output_dir)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                      strategy=trainer_strategy(cfg.trainer.get("strategy", "auto"), model))
 
     metrics: dict[str, float] = {}
     if cfg.mode == "test":

@@ -35,6 +35,7 @@ from contrastlab.run import (  # noqa: E402
     register_resolvers,
     run_context,
     scalar_metrics,
+    trainer_strategy,
     write_metrics,
 )
 from datamodules.base import BaseDataModule  # noqa: E402
@@ -62,7 +63,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         for logger in loggers:
             if isinstance(logger, HistoryCSVLogger):
                 truncate_csv_history(Path(logger.log_dir) / "metrics.csv", step)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                      strategy=trainer_strategy(cfg.trainer.get("strategy", "auto"), model))
     log_hyperparameters(trainer, model, cfg)
 
     metrics: dict[str, float] = {}

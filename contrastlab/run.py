@@ -21,6 +21,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
+from lightning_modules.base import BaseModule
+
 _STARTED = time.strftime("%Y-%m-%d_%H-%M-%S")
 _SUFFIX = secrets.token_hex(3)  # drawn once per process: two runs started in the same second never share a folder
 log = logging.getLogger("contrastlab")
@@ -49,10 +51,19 @@ def run_id() -> str:
 def ddp_strategy(base: str, find_unused_parameters: bool) -> str:
     """Lightning's registered name for ``base`` (ddp, ddp_spawn) with or without unused-parameter detection.
 
-    Methods with several backward passes per step (NLCL's D step and G step) leave some parameters out of
-    each backward and need the detection; the rest run the cheaper plain variant.
+    Kept as a resolver so that run folders written before ``trainer_strategy`` existed still compose.
     """
     return f"{base}_find_unused_parameters_true" if find_unused_parameters else base
+
+
+def trainer_strategy(strategy: Any, model: Any) -> Any:
+    """The trainer's ``strategy`` for ``model``: plain ``ddp`` / ``ddp_spawn`` gains unused-parameter detection
+    when the module declares ``ddp_find_unused_parameters`` (several backward passes per step, as NLCL's D and G
+    steps); any other value (a Strategy object, an explicit name) is left as the user gave it."""
+    declared = isinstance(model, BaseModule) and model.ddp_find_unused_parameters
+    if isinstance(strategy, str) and strategy in ("ddp", "ddp_spawn") and declared:
+        return ddp_strategy(strategy, True)
+    return strategy
 
 
 def register_resolvers() -> None:

@@ -44,6 +44,9 @@ class BaseModule(pl.LightningModule):
     """
 
     compile_targets: tuple[str, ...] = ()
+    # True for methods whose step runs several backward passes over different parameters (NLCL: D step, G step):
+    # train.py / eval.py then configure DDP with unused-parameter detection (plain DDP is cheaper otherwise).
+    ddp_find_unused_parameters: bool = False
 
     def __init__(
         self,

@@ -108,5 +108,28 @@ def test_slurm_launcher_config_composes(make_cfg) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = make_cfg("launcher=slurm", "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4")
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
-    assert cfg.trainer.strategy == "ddp_find_unused_parameters_true"  # the default experiment is NLCL
+    assert cfg.trainer.strategy == "ddp"  # train.py adds unused-parameter detection for NLCL (trainer_strategy)
     assert cfg.trainer.devices == 4 and cfg.trainer.num_nodes == 2
+
+
+def test_ddp_unused_parameter_detection_follows_the_module_not_the_config(make_cfg) -> None:
+    from contrastlab.run import trainer_strategy
+    from lightning_modules.base import BaseModule
+    from lightning_modules.dcodr.module import DCoDR
+    from lightning_modules.hcsc.moco import MoCoV2
+    from lightning_modules.nlcl.module import NLCL
+
+    assert NLCL.ddp_find_unused_parameters and not MoCoV2.ddp_find_unused_parameters
+    assert not DCoDR.ddp_find_unused_parameters
+
+    class TwoBackwardPasses(BaseModule):
+        ddp_find_unused_parameters = True
+
+    two, plain = TwoBackwardPasses(), BaseModule()
+    assert trainer_strategy("ddp", two) == "ddp_find_unused_parameters_true"
+    assert trainer_strategy("ddp_spawn", two) == "ddp_spawn_find_unused_parameters_true"
+    assert trainer_strategy("ddp", plain) == "ddp"
+    assert trainer_strategy("auto", two) == "auto"  # one device: nothing to detect
+    assert trainer_strategy("ddp_find_unused_parameters_false", two) == "ddp_find_unused_parameters_false"  # user's
+    for name in ("train", "eval"):
+        assert "ddp_find_unused_parameters" not in make_cfg(config_name=name)

@@ -45,8 +45,9 @@ class NLCL(RestorationModule):
             ``random`` (plain CUT) or ``dissimilar`` (the figure's reverse non-local negatives).
         positive_sampling / negative_sampling: the same choice for the B^ and R^ groups.
         positive_exclusion_radius: drop B^ candidates within this Chebyshev radius of the anchor (0 = official).
-        compat_frozen_heads: reproduce the release's optimiser bugs B1/B2: LocContra and B^ heads never update,
-            the R^ heads take two Adam steps per iteration. Off by default (every head trained once).
+        compat_frozen_heads: reproduce the release's optimiser bugs (docs/references.md, N9): LocContra and B^
+            heads never update, the R^ heads take two Adam steps per iteration. Off by default (each head trained
+            once).
         pretrained_b / pretrained_r: official ``latest_net_Back.pth`` / ``latest_net_Rain.pth`` to start from.
         inference_tile: restore images larger than this side tile by tile (None = always whole).
         save_test_outputs: write every derained test image into ``<run dir>/test_outputs`` (the
@@ -54,6 +55,7 @@ class NLCL(RestorationModule):
     """
 
     compile_targets = ("G_B", "G_R", "D")
+    ddp_find_unused_parameters = True  # the D step and the G step each leave the other's parameters without gradients
 
     def __init__(
         self,
@@ -113,7 +115,7 @@ class NLCL(RestorationModule):
         self.layer_contrast = LayerContrastLoss(temperature)
         self.layer_contrast_floor = LayerContrastLoss.floor(num_positives, num_negatives)
         if compat_frozen_heads:
-            # Release bug B1/B2: these heads are never stepped (gradients still flow through them to G).
+            # Release bug (docs/references.md, N9): these heads are never stepped (gradients still reach G).
             self.loc_heads.requires_grad_(False)
             self.background_heads.requires_grad_(False)
 
@@ -127,7 +129,7 @@ class NLCL(RestorationModule):
             self.optimizer_factory(trainable([self.D])),
         ]
         if compat:
-            # Release bug B2: two optimisers (two Adam states) both step the R^ heads every iteration.
+            # Release bug (N9): two optimisers (two Adam states) both step the R^ heads every iteration.
             optimizers += [self.optimizer_factory(trainable([self.rain_heads])) for _ in range(2)]
         schedulers = [self.make_scheduler(opt, optimizer_steps_per_batch=len(optimizers)) for opt in optimizers]
         if schedulers[0] is None:
