@@ -29,8 +29,8 @@ from common import timed_steps  # noqa: E402
 
 from lightning_modules.components.backbones import ResNetBackbone  # noqa: E402
 from lightning_modules.components.kmeans import hierarchical_kmeans  # noqa: E402
-from lightning_modules.hcsc.moco import MoCoV2  # noqa: E402
 from lightning_modules.hcsc.module import HCSC  # noqa: E402
+from lightning_modules.moco.module import MoCoV2  # noqa: E402
 
 PRECISION = {"fp32": ("32-true", None), "bf16": ("bf16-mixed", torch.bfloat16), "fp16": ("16-mixed", torch.float16)}
 

@@ -32,40 +32,14 @@ from contrastlab.run import register_resolvers  # noqa: E402
 register_resolvers()
 CONF = str(ROOT / "conf")
 
-# Overrides that shrink NLCL to test size without changing its structure (16 blocks keep the official
-# feature layers 0, 2, 4, 8, 12 addressable).
-NLCL_TINY = [
-    "data.crop_size=32",
-    "data.batch_size=2",
-    "data.num_workers=0",
-    "model.generator_b.width=8",
-    "model.generator_r.width=8",
-    "model.discriminator.base_channels=8",
-    "model.head_dim=16",
-]
-
-
-# Overrides that shrink the representation-learning experiments to CPU test size (same code paths: clustering
-# from the first epoch, every evaluation); SMALL_TRUNK swaps the ResNet for the small CNN.
-REPR_TINY = [
-    "data.global_batch_size=4",
-    "data.num_workers=0",
-    "data.eval_batch_size=16",
-    "callbacks.representation_eval.probe_epochs=5",
-]
-SMALL_TRUNK = ["model/backbone=conv", "model.backbone.widths=[8,16]"]
-# DCoDR at test size: 16 px images, 2 x 4 balanced batches, a small generator, short probes.
-DCODR_TINY = [
-    "data.source.size=16",
-    "data.domains_per_batch=2",
-    "data.per_domain=4",
-    "data.num_workers=0",
-    "model.encoder.hidden_dim=null",
-    "callbacks.disentanglement.mlp_epochs=2",
-    "callbacks.disentanglement.linear_epochs=2",
-]
-DCODR_GENERATOR_TINY = ["model.generator.channels=16", "model.reconstruction.perceptual=false"]
-HCSC_TINY = ["model.warmup_epochs=0", "model.num_clusters=[6,4,2]", "model.kmeans_restarts=1"]
+from experiment_cases import (  # noqa: E402,F401  (re-exported: the tests' shared tiny settings)
+    DCODR_GENERATOR_TINY,
+    DCODR_TINY,
+    HCSC_TINY,
+    NLCL_TINY,
+    REPR_TINY,
+    SMALL_TRUNK,
+)
 
 
 def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
@@ -245,3 +219,12 @@ def rain100l_checkpoint(make_cfg: Callable[..., DictConfig], paired_root: Path, 
     train(make_cfg(*common, "trainer.max_epochs=1", "data.samples_per_epoch=2", "test=false",
                    "trainer.check_val_every_n_epoch=5", output_dir=output_dir))
     return common, output_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture
+def data_roots(paired_rain_dir, shared_like_root, tiny_imagenet_root, tiny_cifar_root, resnet18_checkpoints,
+               tiny_cars3d_root, tiny_domain_files) -> dict[str, Path]:
+    """Every fixture data set by the name ``tests/experiment_cases.py`` uses."""
+    return {"paired": paired_rain_dir, "shared": shared_like_root, "imagenet": tiny_imagenet_root,
+            "cifar": tiny_cifar_root, "cars3d": tiny_cars3d_root, "imagenet_trunk": resnet18_checkpoints["imagenet"],
+            "cifar_trunk": resnet18_checkpoints["cifar"], **tiny_domain_files}

@@ -31,7 +31,7 @@ class TinyBackbone(nn.Module):
 
 
 def build_moco():
-    from lightning_modules.hcsc.moco import MoCoV2
+    from lightning_modules.moco.module import MoCoV2
 
     torch.manual_seed(0)
     return MoCoV2(TinyBackbone(), projection_hidden=8, projection_dim=4, queue_size=8, momentum=0.9,

@@ -6,46 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from experiment_cases import CASES
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
-
-# Experiments whose data location is a required command-line value, and a stand-in for it.
-NEEDS_ROOT = {"nlcl_rain100l": "paired", "nlcl_rain100l_cpu": "paired", "nlcl_realrain": "shared"}
-
-
-def data_overrides(name: str, paired: Path, shared: Path, roots: dict | None = None) -> list[str]:
-    """Command-line values an experiment needs: its data location (and a trunk checkpoint for linear probes)."""
-    roots = roots or {}
-    if "cars3d" in name:
-        return [f"data.source.root={roots['cars3d']}", f"data.source.cache_dir={roots['cars3d'] / 'cache'}"]
-    if name == "dcodr_shapes3d":
-        return [f"data.source.path={roots['shapes3d']}"]
-    if name in ("dcodr_smallnorb", "dcodr_celeba"):
-        if name == "dcodr_celeba":  # identities and 136 landmark coordinates (regressed)
-            return [f"data.source.path={roots['npz']}"]
-        return [f"data.source.path={roots['npz']}", "data.source.factor_keys=[azimuth,elevation,lighting]"]
-    if name == "dcodr_edges2shoes":
-        return [f"data.source.root={roots['folder']}", f"data.source.factors_csv={roots['folder'] / 'labels.csv'}"]
-    if "imagenet" in name:
-        extra = [f"model.backbone.checkpoint={roots['imagenet_trunk']}", "model/backbone=resnet18"] if (
-            name.startswith("linear")) else []
-        return [f"data.root={roots.get('imagenet', paired)}", *extra]
-    if "cifar" in name:
-        extra = [f"model.backbone.checkpoint={roots['cifar_trunk']}"] if name.startswith("linear") else []
-        return [f"data.root={roots.get('cifar', paired)}", *extra]
-    if NEEDS_ROOT.get(name) == "paired":  # the fixture holds 10 pairs
-        return [f"data.root={paired}", "data.splits.n_rainy=3", "data.splits.n_clean=3", "data.splits.n_test=4"]
-    if NEEDS_ROOT.get(name) == "shared":
-        return [f"data.root={shared}"]
-    if name in ("nlcl_paper", "nlcl_official"):
-        return [f"data.splits.rainy_dir={paired}/input", f"data.splits.clean_dir={paired}/target",
-                "model.pretrained_b=null", "model.pretrained_r=null"]
-    return []
-
 
 def resolve_all(cfg) -> None:
     """Resolve every interpolation outside the (read-only) hydra node."""
@@ -54,11 +21,10 @@ def resolve_all(cfg) -> None:
             OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
 
 
-@pytest.fixture
-def data_roots(tiny_imagenet_root, tiny_cifar_root, resnet18_checkpoints, tiny_cars3d_root, tiny_domain_files) -> dict:
-    return {"imagenet": tiny_imagenet_root, "cifar": tiny_cifar_root, "cars3d": tiny_cars3d_root,
-            "imagenet_trunk": resnet18_checkpoints["imagenet"], "cifar_trunk": resnet18_checkpoints["cifar"],
-            **{k: v for k, v in tiny_domain_files.items()}}
+def test_every_experiment_has_a_test_case() -> None:
+    missing = sorted(set(EXPERIMENTS) - set(CASES))
+    assert not missing, f"add a row for {missing} to CASES in tests/experiment_cases.py"
+    assert not set(CASES) - set(EXPERIMENTS), "CASES names an experiment that conf/experiment does not have"
 
 
 def test_experiments_exist() -> None:
@@ -71,12 +37,10 @@ def test_experiments_exist() -> None:
 
 @pytest.mark.parametrize("config_name", ["train", "eval"])
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes_and_instantiates(make_cfg, experiment, config_name, paired_rain_dir,
-                                                    shared_like_root, data_roots) -> None:
+def test_every_experiment_composes_and_instantiates(make_cfg, experiment, config_name, data_roots) -> None:
     cpu = [] if torch.cuda.is_available() else ["trainer.accelerator=cpu", "trainer.devices=1"]
     cfg = make_cfg(f"experiment={experiment}",
-                   *data_overrides(experiment, paired_rain_dir, shared_like_root, data_roots),
-                   *cpu, config_name=config_name)
+                   *CASES[experiment].data(data_roots), *cpu, config_name=config_name)
     resolve_all(cfg)
     assert instantiate(cfg.data) is not None
     assert instantiate(cfg.trainer, logger=False) is not None
@@ -116,7 +80,7 @@ def test_ddp_unused_parameter_detection_follows_the_module_not_the_config(make_c
     from contrastlab.run import trainer_strategy
     from lightning_modules.base import BaseModule
     from lightning_modules.dcodr.module import DCoDR
-    from lightning_modules.hcsc.moco import MoCoV2
+    from lightning_modules.moco.module import MoCoV2
     from lightning_modules.nlcl.module import NLCL
 
     assert NLCL.ddp_find_unused_parameters and not MoCoV2.ddp_find_unused_parameters

@@ -15,6 +15,7 @@ from datamodules.imagefolder import ImageDataModule
 from datamodules.synthetic import write_image_folder
 from lightning_modules.components.backbones import ConvBackbone
 from lightning_modules.components.kmeans import hierarchical_kmeans
+from lightning_modules.hcsc.losses import SelectiveInstanceLoss
 from lightning_modules.hcsc.module import HCSC
 from lightning_modules.hcsc.selection import queue_log_normaliser
 
@@ -77,7 +78,7 @@ def test_selective_losses_reduce_to_moco_when_everything_is_kept() -> None:
     plain, _ = model.instance_loss(q, k, queue)
     summed, masks, ratio = model.selective_instance_loss(q, k, queue, labels, keep_all)
     assert summed.item() == pytest.approx(2 * plain.item(), rel=1e-6) and ratio.item() == 1.0
-    model.hparams.instance_reduction = "mean"
+    model.instance_criterion = SelectiveInstanceLoss(model.hparams.temperature, "zero", reduction="mean")
     mean = model.selective_instance_loss(q, k, queue, labels, keep_all)[0]
     assert mean.item() == pytest.approx(plain.item(), rel=1e-6)
     model.hparams.instance_selection = False
@@ -115,7 +116,7 @@ def test_queue_size_must_divide_by_the_global_batch(folder: Path, tmp_path: Path
 def test_split_bn_keys_are_encoded_in_shuffled_groups() -> None:
     """bn_splits: every key is normalised with a random group of the batch, then returned in input order."""
     from lightning_modules.components.backbones import ConvBackbone
-    from lightning_modules.hcsc.moco import MoCoV2
+    from lightning_modules.moco.module import MoCoV2
 
     torch.manual_seed(0)
     model = MoCoV2(ConvBackbone((4, 8)), projection_hidden=8, projection_dim=4, queue_size=16, bn_splits=2)

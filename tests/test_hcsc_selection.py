@@ -14,8 +14,8 @@ from lightning_modules.hcsc.selection import (
     prototype_keep_probability,
     prototype_logits,
     queue_log_normaliser,
-    selected_instance_logits,
 )
+from lightning_modules.moco.losses import infonce_logits
 
 
 def unit(*shape: int, seed: int) -> torch.Tensor:
@@ -51,17 +51,17 @@ def test_instance_keep_probability_is_clamped_below_one() -> None:
 
 
 @pytest.mark.parametrize("masking", ["zero", "exclude"])
-def test_selected_instance_logits_match_a_loop(masking: str) -> None:
+def test_masked_instance_logits_match_a_loop(masking: str) -> None:
     q, k, queue = unit(3, 4, seed=2), unit(3, 4, seed=3), unit(6, 4, seed=4)
     keep = torch.tensor([[1, 0, 1, 1, 0, 1], [0, 0, 0, 0, 0, 1], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
-    logits = selected_instance_logits(q, k, queue, keep, 0.2, masking)
+    logits = infonce_logits(q, k, queue, 0.2, keep, masking)
     for i in range(3):
         assert logits[i, 0].item() == pytest.approx(float(q[i] @ k[i]) / 0.2)
         for j in range(6):
             value = float(q[i] @ queue[j]) / 0.2
             expected = value if keep[i, j] else (0.0 if masking == "zero" else float("-inf"))
             assert logits[i, 1 + j].item() == pytest.approx(expected)
-    unselected = selected_instance_logits(q, k, queue, None, 0.2)
+    unselected = infonce_logits(q, k, queue, 0.2)
     assert torch.allclose(unselected[:, 1:], q @ queue.T / 0.2)
 
 
@@ -125,4 +125,4 @@ def test_instance_loss_gradient_check() -> None:
     keep = torch.tensor([[1, 0, 1, 1, 0], [1, 1, 0, 1, 1]], dtype=torch.bool)
     target = torch.zeros(2, dtype=torch.long)
     assert torch.autograd.gradcheck(
-        lambda x: F.cross_entropy(selected_instance_logits(x, k, queue, keep, 0.2), target), (q,))
+        lambda x: F.cross_entropy(infonce_logits(x, k, queue, 0.2, keep), target), (q,))

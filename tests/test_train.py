@@ -20,73 +20,34 @@ from conftest import (
     SMALL_TRUNK,
     rain100l_checkpoint,
 )
-from test_configs import EXPERIMENTS, data_overrides
+from experiment_cases import CASES
+from test_configs import EXPERIMENTS
 
 # One CPU process: the ImageNet experiments' DDP strategy is replaced so the in-process run stays single-process.
 CPU = ["trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32-true", "trainer.strategy=auto"]
 
 
-def tiny(experiment: str) -> list[str]:
-    if experiment.startswith("nlcl"):
-        return NLCL_TINY
-    if experiment.startswith("linear"):
-        return REPR_TINY[:3]
-    if experiment.startswith(("hcsc", "mocov2")):
-        trunk = [] if experiment == "hcsc_cifar" else SMALL_TRUNK  # one run keeps the real ResNet-18 CIFAR trunk
-        return REPR_TINY + trunk + (HCSC_TINY if experiment.startswith("hcsc") else [])
-    if experiment.startswith(("dcodr", "contrastive")):
-        trunk = [] if experiment.endswith("shapes") else ["model/backbone@model.encoder.backbone=conv",
-                                                         "model.encoder.backbone.widths=[8,16]"]
-        with_generator = not experiment.startswith(("dcodr_norec", "contrastive"))
-        return DCODR_TINY + trunk + (DCODR_GENERATOR_TINY if with_generator else [])
-    return []
-
-
-@pytest.fixture
-def data_roots(tiny_imagenet_root, tiny_cifar_root, resnet18_checkpoints, tiny_cars3d_root, tiny_domain_files) -> dict:
-    return {"imagenet": tiny_imagenet_root, "cifar": tiny_cifar_root, "cars3d": tiny_cars3d_root,
-            "imagenet_trunk": resnet18_checkpoints["imagenet"], "cifar_trunk": resnet18_checkpoints["cifar"],
-            **tiny_domain_files}
-
-
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_fast_dev_run(make_cfg, experiment, paired_rain_dir, shared_like_root, data_roots) -> None:
+def test_fast_dev_run(make_cfg, experiment, data_roots) -> None:
     from train import train
 
-    cfg = make_cfg(f"experiment={experiment}",
-                   *data_overrides(experiment, paired_rain_dir, shared_like_root, data_roots),
-                   *tiny(experiment), *CPU, "trainer.fast_dev_run=true")
+    case = CASES[experiment]
+    cfg = make_cfg(f"experiment={experiment}", *case.overrides(data_roots), *CPU, "trainer.fast_dev_run=true")
     metrics = train(cfg)
     written = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert written == pytest.approx(metrics)
-    if experiment in ("nlcl_demo", "nlcl_rain100l", "nlcl_rain100l_cpu", "nlcl_realrain"):
-        for key in ("test/psnr", "test/ssim", "test/psnr_y", "test/ssim_y", "test/psnr_rainy", "test/ssim_rainy"):
-            assert key in metrics
-    if experiment.startswith(("hcsc", "mocov2")):
-        for key in ("test/knn_top1", "test/knn_top5", "test/nmi", "test/ami", "test/acc"):
-            assert key in metrics
-        assert ("test/linear_top1" in metrics) == ("cifar" in experiment)  # ImageNet: its own linear protocol
-    if experiment.startswith("hcsc"):
-        assert metrics["cluster/nonempty_0"] >= 1 and "train/proto" in metrics
-    if experiment.startswith("linear"):
-        assert 0 <= metrics["test/linear_top1"] <= 1
-    if experiment.startswith(("dcodr", "contrastive")):
-        assert {"test/domain_acc", "test/domain_chance", "test/domain_linear_acc", "test/retrieval_domain_top1"} <= set(
-            metrics)
-        assert "train/reconstruction" in metrics or "norec" in experiment or "contrastive" in experiment
-    if experiment == "dcodr_celeba":  # landmarks are regressed: an L1 error, no accuracy and no retrieval
-        assert {"test/landmarks_l1", "test/landmarks_linear_l1", "test/landmarks_l1_baseline"} <= set(metrics)
-        assert not any("landmarks_acc" in k or "retrieval_landmarks" in k for k in metrics)
+    assert case.metrics <= set(metrics), f"{experiment}: missing {sorted(case.metrics - set(metrics))}"
+    assert not case.absent & set(metrics), f"{experiment}: unexpected {sorted(case.absent & set(metrics))}"
+    if case.check:
+        case.check(metrics)
 
 
 @pytest.mark.parametrize("experiment", ["nlcl_demo", "hcsc_cifar", "dcodr_shapes"])
-def test_bf16_mixed_precision_runs_every_method(make_cfg, experiment, data_roots, paired_rain_dir,
-                                                shared_like_root) -> None:
+def test_bf16_mixed_precision_runs_every_method(make_cfg, experiment, data_roots) -> None:
     from train import train
 
-    cfg = make_cfg(f"experiment={experiment}",
-                   *data_overrides(experiment, paired_rain_dir, shared_like_root, data_roots),
-                   *tiny(experiment), *CPU, "trainer.precision=bf16-mixed", "trainer.fast_dev_run=true")
+    cfg = make_cfg(f"experiment={experiment}", *CASES[experiment].overrides(data_roots), *CPU,
+                   "trainer.precision=bf16-mixed", "trainer.fast_dev_run=true")
     metrics = train(cfg)
     finite = [v for k, v in metrics.items() if k.startswith("train/")]
     assert finite and all(v == v and abs(v) < 1e6 for v in finite)  # no NaN or overflow in the fp32 losses

@@ -21,21 +21,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lightning_modules.base import OptimizerFactory
 from lightning_modules.components.backbones import Backbone
 from lightning_modules.components.distributed import average_batchnorm_statistics, gather
 from lightning_modules.components.kmeans import hierarchical_kmeans
-from lightning_modules.hcsc.moco import MoCoV2
+from lightning_modules.hcsc.losses import SelectiveInstanceLoss, SelectivePrototypeLoss
 from lightning_modules.hcsc.prototypes import PrototypeHierarchy
 from lightning_modules.hcsc.selection import (
-    Masking,
     draw_keep_mask,
     instance_keep_probability,
     prototype_candidates,
     prototype_keep_probability,
-    prototype_logits,
     queue_log_normaliser,
-    selected_instance_logits,
 )
+from lightning_modules.moco.losses import Masking
+from lightning_modules.moco.module import MoCoV2
 
 
 class HCSC(MoCoV2):
@@ -58,6 +58,8 @@ class HCSC(MoCoV2):
         kmeans_tol: stop a k-means run once its objective moves by less than this fraction (None: the official
             fixed number of iterations).
         concentration_temperature: the mean of phi at every level (0.2).
+        backbone, projection_hidden, projection_dim, queue_size, momentum, temperature, shuffle_bn, bn_splits,
+            optimizer, scheduler, channels_last, compile: MoCo v2's, passed on unchanged (see ``MoCoV2``).
     """
 
     def __init__(
@@ -77,12 +79,25 @@ class HCSC(MoCoV2):
         kmeans_metric: str = "euclidean",
         kmeans_tol: float | None = None,
         concentration_temperature: float = 0.2,
-        **moco: Any,
+        projection_hidden: int = 2048,
+        projection_dim: int = 128,
+        queue_size: int = 16384,
+        momentum: float = 0.999,
+        temperature: float = 0.2,
+        shuffle_bn: bool = True,
+        bn_splits: int = 1,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: dict[str, Any] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
-        super().__init__(backbone, **moco)
+        super().__init__(backbone, projection_hidden=projection_hidden, projection_dim=projection_dim,
+                         queue_size=queue_size, momentum=momentum, temperature=temperature, shuffle_bn=shuffle_bn,
+                         bn_splits=bn_splits, optimizer=optimizer, scheduler=scheduler, channels_last=channels_last,
+                         compile=compile)
         self.save_hyperparameters(ignore=["backbone", "optimizer"], logger=False)
-        if instance_reduction not in ("sum", "mean"):
-            raise ValueError(f"`model.instance_reduction` must be sum or mean, got {instance_reduction!r}")
+        self.instance_criterion = SelectiveInstanceLoss(temperature, masking, instance_reduction)  # Eq. 5-6
+        self.prototype_criterion = SelectivePrototypeLoss(masking)  # Eq. 7-8
         self.num_clusters = list(num_clusters)
         self.hierarchy = PrototypeHierarchy(len(self.num_clusters))
         # Per level, log sum_m exp(n_j . c_m / phi_m) of every queue item: a cache (rebuilt from the queue and
@@ -166,25 +181,14 @@ class HCSC(MoCoV2):
         ``masks`` (one per level) are reused instead of drawn: the local views of multi-crop. ``normalisers``
         (``queue_normalisers()``, valid for ``queue``) spare the full posterior over the prototypes.
         """
-        target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         if not self.hparams.instance_selection:
-            logits = selected_instance_logits(q, k, queue, None, self.temperature)
-            return F.cross_entropy(logits, target), [], q.new_ones(())
-        losses, drawn = [], []
-        for level, level_labels in enumerate(labels):
-            if masks is None:
-                probability = instance_keep_probability(queue, self.hierarchy.centroids(level),
-                                                        self.hierarchy.concentration(level), level_labels,
-                                                        normalisers[level] if normalisers else None)
-                keep = draw_keep_mask(probability)
-            else:
-                keep = masks[level]
-            drawn.append(keep)
-            logits = selected_instance_logits(q, k, queue, keep, self.temperature, self.hparams.masking)
-            losses.append(F.cross_entropy(logits, target))
-        loss = torch.stack(losses)
-        loss = loss.sum() if self.hparams.instance_reduction == "sum" else loss.mean()
-        return loss, drawn, torch.stack([m.float().mean() for m in drawn]).mean()
+            return self.instance_loss(q, k, queue)[0], [], q.new_ones(())
+        if masks is None:
+            masks = [draw_keep_mask(instance_keep_probability(
+                queue, self.hierarchy.centroids(level), self.hierarchy.concentration(level), level_labels,
+                normalisers[level] if normalisers else None)) for level, level_labels in enumerate(labels)]
+        loss = self.instance_criterion(q, k, queue, masks)
+        return loss, list(masks), torch.stack([m.float().mean() for m in masks]).mean()
 
     def queue_normalisers(self) -> list[torch.Tensor]:
         """The per-level normalisers of the queue as it stands, computed in full when missing."""
@@ -214,23 +218,21 @@ class HCSC(MoCoV2):
         self, q: torch.Tensor, labels: list[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Prototype contrast with prototype selection below the top level; mean over levels, and the keep ratio."""
-        target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-        losses = []
         kept, offered = q.new_zeros(()), q.new_zeros(())
         top = self.hierarchy.num_levels - 1
+        centroids, concentrations, candidates, masks = [], [], [], []
         for level, level_labels in enumerate(labels):
-            centroids = self.hierarchy.centroids(level)
+            centroids.append(self.hierarchy.centroids(level))
+            concentrations.append(self.hierarchy.concentration(level))
             limit = int(self.hierarchy.limit(level)) if self.hparams.exclude_last_prototype else None
-            candidates = prototype_candidates(level_labels, centroids.shape[0], limit)
+            candidates.append(prototype_candidates(level_labels, centroids[-1].shape[0], limit))
             keep = None
             if self.hparams.prototype_selection and level < top:
                 probability = prototype_keep_probability(self.hierarchy.parent_probability(level), labels[level + 1])
                 keep = draw_keep_mask(probability)
-                kept = kept + (keep & candidates).sum()  # masked sums: no data-dependent shapes, no host sync
-                offered = offered + candidates.sum() * keep.shape[0]
-            logits = prototype_logits(q, centroids, self.hierarchy.concentration(level), level_labels, candidates,
-                                      keep, self.hparams.masking)
-            losses.append(F.cross_entropy(logits, target))
+                kept = kept + (keep & candidates[-1]).sum()  # masked sums: no data-dependent shapes, no host sync
+                offered = offered + candidates[-1].sum() * keep.shape[0]
+            masks.append(keep)
+        loss = self.prototype_criterion(q, labels, centroids, concentrations, candidates, masks)
         ratio = kept / offered.clamp_min(1) if self.hparams.prototype_selection else q.new_ones(())
-        return torch.stack(losses).mean(), ratio
-
+        return loss, ratio

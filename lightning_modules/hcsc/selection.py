@@ -3,27 +3,16 @@
 Notation: q (B, D) queries, k (B, D) keys, queue (K, D), level-l prototypes C (M, D) with concentrations
 phi (M,), a(i) the level-l prototype of sample i (from the epoch-start clustering). All logits are fp32.
 
-``masking`` says what a deselected negative becomes: ``zero`` (official: its logit is multiplied by 0 and still
-adds e^0 = 1 to the denominator) or ``exclude`` (logit -inf: truly removed).
+The instance logits with a keep mask are MoCo's (``lightning_modules.moco.losses.infonce_logits``); the losses
+that use these pieces are in ``losses.py``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
 from lightning_modules.components.numerics import fp32
-
-Masking = Literal["zero", "exclude"]
-
-
-def _mask(logits: torch.Tensor, keep: torch.Tensor, masking: Masking) -> torch.Tensor:
-    if masking == "zero":
-        return logits * keep.to(logits.dtype)
-    if masking == "exclude":
-        return logits.masked_fill(~keep.bool(), float("-inf"))
-    raise ValueError(f"masking must be 'zero' or 'exclude', got {masking!r}")
+from lightning_modules.moco.losses import Masking, apply_mask
 
 
 def _tempered_centroids(centroids: torch.Tensor, concentration: torch.Tensor) -> torch.Tensor:
@@ -51,18 +40,6 @@ def instance_keep_probability(
     own = _tempered_centroids(centroids[labels], concentration[labels])  # each anchor's own prototype
     log_posterior = fp32(queue) @ own.T - normaliser[:, None]  # (K, B)
     return (1.0 - log_posterior.T.exp()).clamp(0.0, 0.999)
-
-
-def selected_instance_logits(
-    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, keep: torch.Tensor | None, temperature: float,
-    masking: Masking = "zero",
-) -> torch.Tensor:
-    """[q.k, (q.n_j) s_ij] / t with the Bernoulli selection s (None: no selection): (B, 1 + K), positive first."""
-    q, k = fp32(q), fp32(k)
-    negatives = q @ fp32(queue).T
-    if keep is not None:
-        negatives = _mask(negatives, keep, masking)
-    return torch.cat(((q * k).sum(1, keepdim=True), negatives), dim=1) / temperature
 
 
 def prototype_candidates(labels: torch.Tensor, num_prototypes: int, limit: int | None = None) -> torch.Tensor:
@@ -97,7 +74,7 @@ def prototype_logits(
     """
     similarity = fp32(q) @ fp32(centroids).T / fp32(concentration)
     positive = similarity.gather(1, labels[:, None])
-    negatives = similarity if keep is None else _mask(similarity, keep, masking)
+    negatives = similarity if keep is None else apply_mask(similarity, keep, masking)
     negatives = negatives.masked_fill(~candidates[None, :], float("-inf"))
     return torch.cat((positive, negatives), dim=1)
 

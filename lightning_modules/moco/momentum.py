@@ -1,4 +1,4 @@
-"""MoCo machinery shared by the momentum-encoder methods: EMA update, shuffle-BN, the negative queue."""
+"""MoCo v2 machinery (He et al. 2020, Sec. 3.2; Chen et al. 2020): EMA update, shuffle-BN, the negative queue."""
 
 from __future__ import annotations
 
