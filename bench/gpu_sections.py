@@ -76,7 +76,7 @@ def nlcl(smoke: bool) -> dict:
 
 
 def kmeans(smoke: bool) -> dict:
-    from lightning_modules.components.evaluation import knn_predict_many
+    from callbacks.evaluation.neighbours import knn_predict_many
     from lightning_modules.components.kmeans import hierarchical_kmeans
 
     device = _device(smoke)

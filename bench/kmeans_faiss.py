@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lightning_modules.components.evaluation import knn_predict_many  # noqa: E402
+from callbacks.evaluation.neighbours import knn_predict_many  # noqa: E402
 from lightning_modules.components.kmeans import _assign, default_chunk, kmeans  # noqa: E402
 
 

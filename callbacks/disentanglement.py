@@ -17,18 +17,13 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
+from callbacks.evaluation.logistic import logistic_regression_probe
+from callbacks.evaluation.neighbours import retrieval_top1
+from callbacks.evaluation.probes import median_predictor_l1, mlp_probe, mlp_regression_probe, ridge_regression_l1
 from datamodules.base import require_datamodule
 from datamodules.domains import DomainDataModule
 from lightning_modules.base import require
 from lightning_modules.components.distributed import gather_variable
-from lightning_modules.components.evaluation import linear_probe
-from lightning_modules.components.probes import (
-    median_predictor_l1,
-    mlp_probe,
-    mlp_regression_probe,
-    retrieval_top1,
-    ridge_regression_l1,
-)
 
 
 @torch.no_grad()
@@ -130,8 +125,8 @@ class DisentanglementProbes(pl.Callback):
                 metrics[f"test/{name}_acc"] = mlp_probe(train_codes, train_targets[name], test_codes, test_y, classes,
                                                         self.mlp_epochs, self.mlp_patience)
             if self.linear:
-                metrics[f"test/{name}_linear_acc"] = linear_probe(train_codes, train_targets[name], test_codes, test_y,
-                                                                  classes, self.linear_epochs)["top1"]
+                metrics[f"test/{name}_linear_acc"] = logistic_regression_probe(
+                    train_codes, train_targets[name], test_codes, test_y, classes, self.linear_epochs)["top1"]
         if self.retrieval:
             database = torch.cat((train_codes, test_codes))
             labels = {k: torch.cat((train_targets[k], v)) for k, v in test_targets.items() if k in levels}

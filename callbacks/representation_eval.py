@@ -17,10 +17,12 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
+from callbacks.evaluation.clustering import clustering_scores
+from callbacks.evaluation.logistic import logistic_regression_probe
+from callbacks.evaluation.neighbours import knn_predict_many
 from datamodules.base import BaseDataModule, require_datamodule
 from lightning_modules.base import require
 from lightning_modules.components.distributed import all_reduce_sum, average_batchnorm_statistics, gather_variable
-from lightning_modules.components.evaluation import clustering_scores, knn_predict_many, linear_probe
 from lightning_modules.components.kmeans import spherical_kmeans
 
 
@@ -45,16 +47,17 @@ class RepresentationEvaluation(pl.Callback):
         knn_k: neighbourhood sizes; the first is reported as ``knn_top1/top5``, others as ``knn<k>_top1/top5``.
         knn_temperature: weight exp(sim / T) of each neighbour (0.07).
         every_n_epochs: kNN monitoring frequency (0 = never during training).
-        linear_probe: train a logistic regression on frozen test-time features (cheap on cached features).
+        logistic_regression: train a logistic regression on the cached frozen features (``test/linear_*``;
+            the full linear-evaluation protocol is ``experiment=linear_*``).
         probe_epochs / probe_lr: its schedule.
         clustering: k-means (k = number of classes) on the test embeddings: NMI, AMI, ACC.
     """
 
     def __init__(self, knn_k: Sequence[int] = (20, 200), knn_temperature: float = 0.07, every_n_epochs: int = 1,
-                 linear_probe: bool = True, probe_epochs: int = 100, probe_lr: float = 0.1,
+                 logistic_regression: bool = True, probe_epochs: int = 100, probe_lr: float = 0.1,
                  clustering: bool = True) -> None:
         self.knn_k, self.knn_temperature, self.every_n_epochs = list(knn_k), knn_temperature, every_n_epochs
-        self.linear_probe, self.probe_epochs, self.probe_lr = linear_probe, probe_epochs, probe_lr
+        self.logistic_regression, self.probe_epochs, self.probe_lr = logistic_regression, probe_epochs, probe_lr
         self.clustering = clustering
         self._test: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -121,8 +124,9 @@ class RepresentationEvaluation(pl.Callback):
         bank, bank_labels = self._bank(trainer, pl_module)
         metrics = self._knn(pl_module, bank, bank_labels, local, local_labels, num_classes, "test")
         queries, labels = gather_variable(local), gather_variable(local_labels)
-        if self.linear_probe:
-            probe = linear_probe(bank, bank_labels, queries, labels, num_classes, self.probe_epochs, self.probe_lr)
+        if self.logistic_regression:
+            probe = logistic_regression_probe(bank, bank_labels, queries, labels, num_classes, self.probe_epochs,
+                                              self.probe_lr)
             metrics.update({"test/linear_top1": probe["top1"], "test/linear_top5": probe["top5"]})
         if self.clustering and queries.shape[0] >= num_classes:
             clusters = spherical_kmeans(queries, num_classes, iterations=50, restarts=3, distributed=False)

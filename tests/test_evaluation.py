@@ -11,15 +11,11 @@ import pytest
 import torch
 
 from callbacks.disentanglement import DisentanglementProbes
+from callbacks.evaluation.clustering import cluster_accuracy
+from callbacks.evaluation.logistic import logistic_regression_probe
+from callbacks.evaluation.neighbours import knn_predict, retrieval_top1
+from callbacks.evaluation.probes import median_predictor_l1, mlp_probe, mlp_regression_probe, ridge_regression_l1
 from datamodules.domains import DomainDataModule, DomainFolderSource, NpzSource
-from lightning_modules.components.evaluation import cluster_accuracy, knn_predict, linear_probe
-from lightning_modules.components.probes import (
-    median_predictor_l1,
-    mlp_probe,
-    mlp_regression_probe,
-    retrieval_top1,
-    ridge_regression_l1,
-)
 
 
 def blobs(n: int, classes: int, dim: int, seed: int, spread: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +51,7 @@ def test_classification_probes_separate_blobs_and_stay_near_chance_on_noise() ->
     train_x, train_y = blobs(400, 4, 16, seed=0)
     test_x, test_y = blobs(100, 4, 16, seed=1)
     assert mlp_probe(train_x, train_y, test_x, test_y, 4, epochs=20) > 0.95
-    assert linear_probe(train_x, train_y, test_x, test_y, 4, epochs=20)["top1"] > 0.95
+    assert logistic_regression_probe(train_x, train_y, test_x, test_y, 4, epochs=20)["top1"] > 0.95
     noise = torch.randint(0, 4, (400,), generator=torch.Generator().manual_seed(5))
     assert mlp_probe(train_x, noise, test_x, test_y, 4, epochs=20) < 0.5
     # Deterministic for a seed, and it leaves the global RNG alone.
@@ -152,7 +148,7 @@ def test_folder_table_columns_are_typed(tmp_path) -> None:
 
 
 def test_one_knn_pass_serves_every_k_like_separate_passes() -> None:
-    from lightning_modules.components.evaluation import knn_predict_many
+    from callbacks.evaluation.neighbours import knn_predict_many
 
     g = torch.Generator().manual_seed(5)
     bank, queries = torch.randn(50, 8, generator=g), torch.randn(13, 8, generator=g)

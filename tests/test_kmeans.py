@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_modules.components.evaluation import clustering_scores
+from callbacks.evaluation.clustering import clustering_scores
 from lightning_modules.components.kmeans import concentration, hierarchical_kmeans, spherical_kmeans
 
 

@@ -249,7 +249,7 @@ def test_train_log_holds_the_run_and_eval_runs_go_under_logs_eval(tmp_path) -> N
 def test_mlp_probe_is_not_below_chance_on_few_offset_codes() -> None:
     """A few hundred codes far from zero: eval-mode BatchNorm with barely updated running statistics scored 0.68
     on this separable set before the statistics were recalibrated on the fitted codes."""
-    from lightning_modules.components.probes import mlp_probe
+    from callbacks.evaluation.probes import mlp_probe
 
     g = torch.Generator().manual_seed(0)
     centers = torch.randn(6, 16, generator=g) * 3

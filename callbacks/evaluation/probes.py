@@ -1,5 +1,6 @@
-"""Probes for disentanglement (DCoDR Sec. 4; docs/references.md, D5): the paper's MLP classifier with early
-stopping, and 1-NN retrieval. The linear probe is ``lightning_modules.components.evaluation.linear_probe``."""
+"""DCoDR's probes (DCoDR Sec. 4; docs/references.md, D5): the paper's MLP classifier with early stopping, its
+regression counterpart, and the ridge / median baselines. 1-NN retrieval is in ``neighbours.py``, the logistic
+regression in ``logistic.py``."""
 
 from __future__ import annotations
 
@@ -165,20 +166,3 @@ def median_predictor_l1(train_y: torch.Tensor, test_y: torch.Tensor) -> float:
     """The regression counterpart of chance: the L1 error of predicting the training median for every sample."""
     train_y, test_y = _as_matrix(train_y), _as_matrix(test_y)
     return float((test_y - train_y.median(0).values).abs().mean())
-
-
-@torch.no_grad()
-def retrieval_top1(queries: torch.Tensor, query_index: torch.Tensor, database: torch.Tensor,
-                   labels: dict[str, torch.Tensor], chunk: int = 2048) -> dict[str, float]:
-    """For each query (a row of ``database`` at ``query_index``), its nearest neighbour by L2 among all other rows;
-    the fraction whose neighbour shares each label (DCoDR retrieval: test images against train + test)."""
-    hits = {name: 0 for name in labels}
-    for start in range(0, queries.shape[0], chunk):
-        q = queries[start:start + chunk]
-        distances = torch.cdist(q.float(), database.float())
-        own = query_index[start:start + chunk]
-        distances[torch.arange(q.shape[0], device=q.device), own] = float("inf")  # never retrieve itself
-        nearest = distances.argmin(1)
-        for name, values in labels.items():
-            hits[name] += int((values[nearest] == values[own]).sum())
-    return {name: count / max(1, queries.shape[0]) for name, count in hits.items()}
