@@ -135,3 +135,24 @@ def test_images_go_to_every_logger_that_takes_them(tmp_path) -> None:
     assert send_image(api, "val/grid", grid, 3) and api.received == ("val/grid", (8, 6, 3), "uint8", 3)
     assert send_image(writer, "val/grid", grid, 4) and writer.experiment.received == ("val/grid", (3, 8, 6), 4)
     assert not send_image(CSVLogger(tmp_path), "val/grid", grid, 5)
+
+
+def test_every_reference_note_cited_in_the_code_exists() -> None:
+    """Docstrings and configs cite ``docs/references.md, N4``; a renumbered or missing note is a broken link."""
+    import re
+
+    notes = set(re.findall(r"^- \*\*([A-Z]\d+)\.", (ROOT / "docs" / "references.md").read_text(), re.MULTILINE))
+    assert {"N1", "H1", "D1", "S1"} <= notes
+    cited: dict[str, set[str]] = {}
+    for folder in ("callbacks", "conf", "contrastlab", "datamodules", "lightning_modules", "tests"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix in (".py", ".yaml") and path.is_file():
+                for note in re.findall(r"docs/references\.md, ([A-Z]\d+)", path.read_text()):
+                    cited.setdefault(note, set()).add(str(path.relative_to(ROOT)))
+    assert cited, "no citation found: the pattern no longer matches the code"
+    missing = {note: sorted(files) for note, files in cited.items() if note not in notes}
+    assert not missing, f"cited but not in docs/references.md: {missing}"
+    stale = [str(path.relative_to(ROOT)) for folder in ("callbacks", "conf", "datamodules", "lightning_modules")
+             for path in (ROOT / folder).rglob("*.*") if path.suffix in (".py", ".yaml")
+             and re.search(r"\bspec (Sec|R\d|B\d|\d)", path.read_text())]
+    assert not stale, f"citations of documents outside the repository: {stale}"
