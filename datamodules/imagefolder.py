@@ -12,8 +12,6 @@ Batch contract (values normalised with the dataset mean/std):
 
 from __future__ import annotations
 
-import random
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from datamodules.augmentations import eval_transform as default_eval_transform
 from datamodules.base import BaseDataModule
 from datamodules.device_decode import EncodedImageDataset, collate_encoded, decode_batch
 from datamodules.images import IMAGE_EXTENSIONS, list_images, load_rgb, natural_key
+from datamodules.stratify import stratified_split
 from datamodules.verify import check_images
 
 
@@ -55,22 +54,6 @@ def index_image_folder(folder: str | Path, labeled: bool | None, key: str) -> tu
         raise DataError(f"image folder '{folder}' has no class sub-folders with images (config key `{key}`); "
                          f"set `data.labeled=false` for a flat folder of unlabeled images")
     return files, labels, classes
-
-
-def stratified_split(labels: Sequence[int] | None, count: int, fraction: float, seed: int) -> tuple[list[int],
-                                                                                                   list[int]]:
-    """Indices of a (1 - fraction, fraction) split, the same fraction of every class, fixed by ``seed``."""
-    rng = random.Random(seed)
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i in range(count):
-        groups[labels[i] if labels is not None else 0].append(i)
-    kept, held = [], []
-    for members in groups.values():
-        rng.shuffle(members)
-        n_held = round(len(members) * fraction)
-        held += members[:n_held]
-        kept += members[n_held:]
-    return sorted(kept), sorted(held)
 
 
 class ImageDataset(Dataset):

@@ -19,9 +19,9 @@ from datamodules.domains import (
     DomainFolderSource,
     NpzSource,
     ShapesSource,
-    stratified_domain_split,
 )
 from datamodules.shapes import FACTORS, render_shapes, sample_shapes
+from datamodules.stratify import stratified_split
 
 
 def test_every_batch_is_domains_times_images() -> None:
@@ -114,10 +114,20 @@ def test_npz_arrays_and_missing_keys(tmp_path: Path) -> None:
 
 def test_split_is_stratified_and_seeded() -> None:
     domains = np.repeat(np.arange(5), 20)
-    train, test = stratified_domain_split(domains, 0.1, seed=2)
+    train, test = stratified_split(domains, len(domains), 0.1, 2, "numpy")
     assert len(test) == 10 and all((domains[test] == d).sum() == 2 for d in range(5))
     assert not set(train) & set(test)
-    assert np.array_equal(stratified_domain_split(domains, 0.1, seed=2)[1], test)
+    assert np.array_equal(stratified_split(domains, len(domains), 0.1, 2, "numpy")[1], test)
+
+
+def test_the_seeded_splits_earlier_runs_used_are_pinned() -> None:
+    """The held-out sets behind every reported number (CIFAR-10's image-folder split, each domain's 10 %): a
+    change of the split algorithm or its generator must show here, not silently move the held-out images."""
+    assert stratified_split([0] * 5 + [1] * 5, 10, 0.4, 0) == ([0, 3, 4, 6, 8, 9], [1, 2, 5, 7])
+    domains = np.array([1, 0, 1, 0, 1, 0, 1, 0, 1, 0])
+    assert stratified_split(domains, 10, 0.4, 0, "numpy")[1] == [2, 5, 8, 9]
+    with pytest.raises(ValueError, match="generator"):
+        stratified_split(domains, 10, 0.4, 0, "torch")
 
 
 def test_datamodule_batches_carry_positives_domains_and_factors() -> None:

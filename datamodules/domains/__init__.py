@@ -23,11 +23,9 @@ from datamodules.domains.sources import (
     NpzSource,
     Shapes3DSource,
     ShapesSource,
-    stratified_domain_split,
 )
 
 __all__ = [
     "BalancedDomainBatchSampler", "Cars3DSource", "DomainData", "DomainDataModule", "DomainDataset",
     "DomainFolderSource", "MissingArrayError", "NpzSource", "Shapes3DSource", "ShapesSource", "WholeBatches",
-    "stratified_domain_split",
 ]

@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader
 from datamodules.base import BaseDataModule
 from datamodules.domain_augment import PositiveAugment
 from datamodules.domains.datasets import BalancedDomainBatchSampler, DomainDataset, WholeBatches
-from datamodules.domains.sources import DomainData, stratified_domain_split
+from datamodules.domains.sources import DomainData
+from datamodules.stratify import stratified_split
 
 
 class DomainDataModule(BaseDataModule):
@@ -40,8 +41,9 @@ class DomainDataModule(BaseDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.data is None:
             self.data = self.source.load()
-            self.train_index, self.test_index = stratified_domain_split(self.data.domains, self.test_fraction,
-                                                                        self.split_seed)
+            domains = self.data.domains
+            train, test = stratified_split(domains, len(domains), self.test_fraction, self.split_seed, "numpy")
+            self.train_index, self.test_index = np.asarray(train, dtype=np.int64), np.asarray(test, dtype=np.int64)
 
     @property
     def num_domains(self) -> int:

@@ -246,18 +246,5 @@ class Shapes3DSource:
         return DomainData(_resize(images, self.size), domains, codes)
 
 
-def stratified_domain_split(domains: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of a per-domain random split (the same fraction of every domain held out), fixed by ``seed``."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for d in np.unique(domains):
-        members = np.flatnonzero(domains == d)
-        rng.shuffle(members)
-        n_test = int(round(len(members) * test_fraction))
-        test.append(members[:n_test])
-        train.append(members[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
-
-
 class MissingArrayError(DataError, KeyError):
     """An array the config names is not in the file."""
