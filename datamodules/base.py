@@ -9,10 +9,15 @@ Every datamodule of the project subclasses ``BaseDataModule``. What the callback
 - ``per_device_batch_size()``: the training batch on one device, when the method must know it (MoCo's queue);
 - ``make_loader(...)``: the one loader builder, which shards evaluation sets without padding duplicates so that
   2-process metrics equal 1-process metrics.
+
+Where the records come from is a ``DataSource`` (a folder layout, a file format, generated data), one vocabulary
+for every datamodule: Hydra builds it from the config (``data.splits`` for rain, ``data.source`` for domains) and
+the datamodule calls ``load(seed)`` once, at setup.
 """
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +26,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.sampling import ShardSampler
+
+
+class DataSource(abc.ABC):
+    """Where a datamodule's records come from; ``load(seed)`` reads them once, at setup.
+
+    ``seed`` fixes whatever the source itself draws (the rain sources' unpaired / held-out split, a generated
+    scene); a source whose records are fixed ignores it (the domain sources: their datamodule draws the held-out
+    split). A missing or malformed input raises a ``DataError`` naming the file or config key.
+    """
+
+    @abc.abstractmethod
+    def load(self, seed: int = 0) -> Any:
+        """The records (``RainSplits`` for the rain datamodule, ``DomainData`` for the domain datamodule)."""
 
 
 class BaseDataModule(pl.LightningDataModule):

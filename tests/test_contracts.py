@@ -156,3 +156,13 @@ def test_every_reference_note_cited_in_the_code_exists() -> None:
              for path in (ROOT / folder).rglob("*.*") if path.suffix in (".py", ".yaml")
              and re.search(r"\bspec (Sec|R\d|B\d|\d)", path.read_text())]
     assert not stale, f"citations of documents outside the repository: {stale}"
+
+
+def test_every_configured_data_source_is_a_data_source() -> None:
+    """One vocabulary: whatever `data.splits` / `data.source` names is a DataSource with load(seed)."""
+    from datamodules.base import DataSource
+
+    sources = {t for t in targets(ROOT / "conf") if t.endswith(("Source", "Splits", "Split"))}
+    assert len(sources) >= 7, sources
+    for target in sorted(sources):
+        assert issubclass(resolve(target), DataSource), f"{target} is not a datamodules.base.DataSource"

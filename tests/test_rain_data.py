@@ -31,7 +31,7 @@ def write(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
 # ---- bad input -------------------------------------------------------------------------------------------
 def test_missing_folder_names_the_path_and_config_key(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nowhere.*data\.splits\.rainy_dir"):
-        FolderSplits(rainy_dir=str(tmp_path / "nowhere"), clean_dir=str(tmp_path)).build(0)
+        FolderSplits(rainy_dir=str(tmp_path / "nowhere"), clean_dir=str(tmp_path)).load(0)
 
 
 def test_empty_folder_is_an_error_naming_it(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_unpaired_names_in_paired_mode_are_listed(tmp_path: Path) -> None:
     for name in ("1", "2", "4"):
         write(tmp_path / "pairs" / "target" / f"{name}.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match=r"do not match.*input.*: 3.*target.*: 4"):
-        PairedFolderSplit(str(tmp_path / "pairs"), n_test=1).build(0)
+        PairedFolderSplit(str(tmp_path / "pairs"), n_test=1).load(0)
 
 
 def test_size_mismatch_of_a_pair_names_both_files(tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_size_mismatch_of_a_pair_names_both_files(tmp_path: Path) -> None:
     write(tmp_path / "input" / "7.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
     write(tmp_path / "target" / "7.png", rng.integers(0, 255, (40, 44, 3), dtype=np.uint8))
     splits = FolderSplits(rainy_dir=str(tmp_path / "input"), clean_dir=str(tmp_path / "target"),
-                          test_dir=str(tmp_path)).build(0)
+                          test_dir=str(tmp_path)).load(0)
     with pytest.raises(ValueError, match=r"7.png.*7.png"):
         FullImageDataset(splits.test)[0]
 
@@ -108,7 +108,7 @@ def test_real_rain_folder_with_grayscale_photos_loads(shared_like_root: Path) ->
         clean_dir=str(shared_like_root / "rain100l" / "target"), clean_ids="1-40",
         test_dir=str(shared_like_root / "rain100l"), test_ids="41-80",
         test_rainy_dir=str(shared_like_root / "real_rain" / "rainy"), test_rainy_ids="81-100",
-    ).build(0)
+    ).load(0)
     assert len(splits.train_rainy) == 80 and len(splits.train_clean) == 40
     assert sum(c is not None for _, c in splits.test) == 40 and sum(c is None for _, c in splits.test) == 20
     assert {p.name for p in [i.path for i in splits.train_rainy]} == {f"{n}.png" for n in range(1, 81)}
@@ -121,7 +121,7 @@ def test_cyclegan_layout(tmp_path: Path) -> None:
     for sub in ("trainA", "trainB", "testA"):
         for n in range(3):
             write(tmp_path / sub / f"{sub}_{n}.jpg", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
-    splits = FolderSplits(cyclegan_root=str(tmp_path)).build(0)
+    splits = FolderSplits(cyclegan_root=str(tmp_path)).load(0)
     assert len(splits.train_rainy) == 3 and len(splits.train_clean) == 3 and len(splits.test) == 3
     assert all(clean is None for _, clean in splits.test)
 
@@ -129,7 +129,7 @@ def test_cyclegan_layout(tmp_path: Path) -> None:
 # ---- splits ----------------------------------------------------------------------------------------------
 def test_paired_split_is_disjoint_seeded_and_never_leaks_test_scenes(paired_rain_dir: Path) -> None:
     split = PairedFolderSplit(str(paired_rain_dir), n_rainy=3, n_clean=3, n_test=4)
-    a, b, c = split.build(0), split.build(0), split.build(1)
+    a, b, c = split.load(0), split.load(0), split.build(1)
     stems = lambda items: {i.path.stem for i in items}  # noqa: E731
     rainy, clean = stems(a.train_rainy), stems(a.train_clean)
     test = {r.path.stem for r, _ in a.test}
@@ -140,7 +140,7 @@ def test_paired_split_is_disjoint_seeded_and_never_leaks_test_scenes(paired_rain
     assert stems(b.train_rainy) == rainy and {r.path.stem for r, _ in b.test} == test
     assert {r.path.stem for r, _ in c.test} != test
     with pytest.raises(ValueError, match="cannot split"):
-        PairedFolderSplit(str(paired_rain_dir), n_rainy=5, n_clean=5, n_test=4).build(0)
+        PairedFolderSplit(str(paired_rain_dir), n_rainy=5, n_clean=5, n_test=4).load(0)
 
 
 def test_synthetic_splits_are_deterministic_and_disjoint() -> None:
@@ -157,12 +157,12 @@ def test_synthetic_splits_are_deterministic_and_disjoint() -> None:
     with pytest.raises(ValueError, match="disjoint"):
         SyntheticRainSplits(test_scenes=["chelsea"], halved_scenes=["chelsea"])
     with pytest.raises(FileNotFoundError, match="available"):
-        SyntheticRainSplits(test_scenes=["chelsea"], halved_scenes=["no_such_photo"]).build(0)
+        SyntheticRainSplits(test_scenes=["chelsea"], halved_scenes=["no_such_photo"]).load(0)
 
 
 def test_halved_scenes_give_disjoint_halves_to_the_two_sets() -> None:
     splits = SyntheticRainSplits(test_scenes=["coins"], halved_scenes=["astronaut", "rocket"], variants=1,
-                                 max_side=64).build(0)
+                                 max_side=64).load(0)
     assert [i.name for i in splits.train_rainy] == ["astronaut_left_rain0.png", "rocket_right_rain0.png"]
     assert [i.name for i in splits.train_clean] == ["astronaut_right.png", "rocket_left.png"]
     from datamodules.rain import skimage_photo
@@ -193,7 +193,7 @@ def test_rain_synthesizer_is_additive_oriented_and_seeded() -> None:
 
 # ---- loaders ---------------------------------------------------------------------------------------------
 def test_unpaired_crops_are_in_range_and_pair_afresh(paired_rain_dir: Path) -> None:
-    splits = PairedFolderSplit(str(paired_rain_dir), n_rainy=3, n_clean=3, n_test=4).build(0)
+    splits = PairedFolderSplit(str(paired_rain_dir), n_rainy=3, n_clean=3, n_test=4).load(0)
     dataset = UnpairedCropDataset(splits.train_rainy, splits.train_clean, crop_size=32, length=12)
     torch.manual_seed(0)
     first = [dataset[0]["clean"] for _ in range(6)]
@@ -207,7 +207,7 @@ def test_small_images_are_upscaled_to_the_crop(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     write(tmp_path / "a" / "1.png", rng.integers(0, 255, (20, 30, 3), dtype=np.uint8))
     write(tmp_path / "b" / "1.png", rng.integers(0, 255, (20, 30, 3), dtype=np.uint8))
-    splits = FolderSplits(rainy_dir=str(tmp_path / "a"), clean_dir=str(tmp_path / "b")).build(0)
+    splits = FolderSplits(rainy_dir=str(tmp_path / "a"), clean_dir=str(tmp_path / "b")).load(0)
     assert UnpairedCropDataset(splits.train_rainy, splits.train_clean, 32, 2)[0]["rainy"].shape == (3, 32, 32)
 
 

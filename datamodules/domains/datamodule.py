@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from torch.utils.data import DataLoader
 
-from datamodules.base import BaseDataModule
+from datamodules.base import BaseDataModule, DataSource
 from datamodules.domain_augment import PositiveAugment
 from datamodules.domains.datasets import BalancedDomainBatchSampler, DomainDataset, WholeBatches
 from datamodules.domains.sources import DomainData
@@ -25,7 +23,7 @@ class DomainDataModule(BaseDataModule):
         batches_per_epoch: default floor(N_train / (batch x world)) as the official loader.
     """
 
-    def __init__(self, source: Any, augment: PositiveAugment | None = None, test_fraction: float = 0.1,
+    def __init__(self, source: DataSource, augment: PositiveAugment | None = None, test_fraction: float = 0.1,
                  split_seed: int = 2, domains_per_batch: int = 4, per_domain: int = 32,
                  batches_per_epoch: int | None = None, eval_batch_size: int = 256, num_workers: int = 2,
                  pin_memory: bool = True, seed: int = 0) -> None:
@@ -40,7 +38,7 @@ class DomainDataModule(BaseDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is None:
-            self.data = self.source.load()
+            self.data = self.source.load(self.split_seed)
             domains = self.data.domains
             train, test = stratified_split(domains, len(domains), self.test_fraction, self.split_seed, "numpy")
             self.train_index, self.test_index = np.asarray(train, dtype=np.int64), np.asarray(test, dtype=np.int64)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from contrastlab.errors import DataError, MissingPathError
+from datamodules.base import DataSource
 from datamodules.images import list_images, load_rgb, natural_key
 from datamodules.shapes import FACTORS as SHAPE_FACTORS
 from datamodules.shapes import SHAPES, sample_shapes
@@ -58,18 +59,18 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-class ShapesSource:
+class ShapesSource(DataSource):
     """Procedural shapes (``datamodules.shapes``): 4 domains, 5 content factors, no download."""
 
     def __init__(self, per_domain: int = 1000, size: int = 64, seed: int = 0) -> None:
         self.per_domain, self.size, self.seed = per_domain, size, seed
 
-    def load(self) -> DomainData:
+    def load(self, seed: int = 0) -> DomainData:
         images, domains, factors = sample_shapes(self.per_domain, self.size, self.seed)
         return DomainData(images, domains, factors, list(SHAPES), dict(SHAPE_FACTORS))
 
 
-class Cars3DSource:
+class Cars3DSource(DataSource):
     """Cars3D in its public layout (``<root>/car_XXX_mesh.mat`` and ``list.txt``; disentanglement_lib's reader).
 
     Domain = car model (183); content = azimuth (24), elevation (4) and the pose ``content`` = elevation x 24 +
@@ -97,7 +98,7 @@ class Cars3DSource:
             raise MissingPathError(f"Cars3D .mat files missing in '{folder}': {named}")
         return files[: self.max_cars] if self.max_cars else files
 
-    def load(self) -> DomainData:
+    def load(self, seed: int = 0) -> DomainData:
         files = self._files()
         key = hashlib.sha1(f"{files[0].parent.resolve()}|{len(files)}|{self.size}".encode()).hexdigest()[:12]
         cache = self.cache_dir / f"cars3d_{self.size}_{key}.npz"
@@ -127,7 +128,7 @@ class Cars3DSource:
         return DomainData(images, domains, factors, names, {"content": 96, "azimuth": 24, "elevation": 4})
 
 
-class DomainFolderSource:
+class DomainFolderSource(DataSource):
     """``<root>/<domain>/<image>``; an optional CSV (columns ``path`` relative to ``root``, then one column per
     factor) gives content labels for evaluation: integer or name columns are categorical, columns with decimal
     numbers are continuous (probed by regression)."""
@@ -135,7 +136,7 @@ class DomainFolderSource:
     def __init__(self, root: str, factors_csv: str | None = None, size: int = 64) -> None:
         self.root, self.factors_csv, self.size = Path(root).expanduser(), factors_csv, size
 
-    def load(self) -> DomainData:
+    def load(self, seed: int = 0) -> DomainData:
         if not self.root.is_dir():
             raise MissingPathError(f"domain folder '{self.root}' does not exist (config key `data.source.root`)")
         domain_dirs = sorted((d for d in self.root.iterdir() if d.is_dir()), key=lambda p: natural_key(p.name))
@@ -187,7 +188,7 @@ def _parses_as(text: str, kind: type) -> bool:
     return True
 
 
-class NpzSource:
+class NpzSource(DataSource):
     """Arrays in one ``.npz`` (DCoDR's ``cache/preprocess/<name>.npz``): images uint8 (N, H, W[, C]), domain ids,
     categorical factor columns (``factor_keys``) and continuous ones (``continuous_keys``, (N,) or (N, K): CelebA's
     136 landmark coordinates)."""
@@ -197,7 +198,7 @@ class NpzSource:
         self.path, self.image_key, self.domain_key = Path(path).expanduser(), image_key, domain_key
         self.factor_keys, self.continuous_keys, self.size = list(factor_keys), list(continuous_keys), size
 
-    def load(self) -> DomainData:
+    def load(self, seed: int = 0) -> DomainData:
         if not self.path.exists():
             raise MissingPathError(f"array file '{self.path}' does not exist (config key `data.source.path`)")
         arrays = np.load(self.path)
@@ -218,7 +219,7 @@ class NpzSource:
         return DomainData(_resize(images, self.size), domains, factors, continuous=continuous)
 
 
-class Shapes3DSource:
+class Shapes3DSource(DataSource):
     """DeepMind's ``3dshapes.h5`` (480,000 images): domain = shape (4); content = floor, wall, object hue, scale,
     orientation. ``subset`` draws a random subset (DCoDR trains on 50K). Needs ``h5py``."""
 
@@ -227,7 +228,7 @@ class Shapes3DSource:
     def __init__(self, path: str, subset: int | None = 50_000, seed: int = 0, size: int = 64) -> None:
         self.path, self.subset, self.seed, self.size = Path(path).expanduser(), subset, seed, size
 
-    def load(self) -> DomainData:
+    def load(self, seed: int = 0) -> DomainData:
         try:
             import h5py
         except ImportError as error:

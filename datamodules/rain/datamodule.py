@@ -8,7 +8,15 @@ from contrastlab.errors import DataError
 from datamodules.base import BaseDataModule
 from datamodules.images import list_images
 from datamodules.rain.datasets import FullImageDataset, UnpairedCropDataset
-from datamodules.rain.splits import FolderSplits, ImageItem, PairedFolderSplit, RainSplits, SyntheticRainSplits, _items
+from datamodules.rain.splits import (  # noqa: F401  (re-exported)
+    FolderSplits,
+    ImageItem,
+    PairedFolderSplit,
+    RainSource,
+    RainSplits,
+    SyntheticRainSplits,
+    _items,
+)
 from datamodules.verify import check_images
 
 
@@ -16,7 +24,8 @@ class RainDataModule(BaseDataModule):
     """Unpaired rainy/clean training crops, full-resolution evaluation, prediction on a folder.
 
     Args:
-        splits: where the images come from (``FolderSplits``, ``PairedFolderSplit``, ``SyntheticRainSplits``).
+        splits: where the images come from, a ``RainSource`` (``FolderSplits``, ``PairedFolderSplit``,
+            ``SyntheticRainSplits``).
         crop_size: training crop side (the paper: 256).
         batch_size: training images per device.
         samples_per_epoch: training samples per epoch; default max(|rainy|, |clean|) as in CycleGAN.
@@ -32,7 +41,7 @@ class RainDataModule(BaseDataModule):
 
     def __init__(
         self,
-        splits: FolderSplits | PairedFolderSplit | SyntheticRainSplits,
+        splits: RainSource,
         crop_size: int = 256,
         batch_size: int = 1,
         num_workers: int = 2,
@@ -62,7 +71,7 @@ class RainDataModule(BaseDataModule):
     # Images are small benchmarks: every rank builds the same split from the seed, no file exchange needed.
     def setup(self, stage: str | None = None) -> None:
         if self.splits is None and stage != "predict":
-            self.splits = self.splits_source.build(self.seed)
+            self.splits = self.splits_source.load(self.seed)
             if self.verify:
                 self.splits = self._without_bad_files(self.splits)
 

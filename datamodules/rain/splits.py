@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from contrastlab.errors import DataError, MissingPathError
+from datamodules.base import DataSource
 from datamodules.images import list_images, load_rgb, match_pairs, pil_to_tensor
 from datamodules.rain_synthesis import RainSynthesizer
 
@@ -48,6 +49,14 @@ class RainSplits:
         return [item.path for item in items if item.path is not None]
 
 
+class RainSource(DataSource):
+    """A rain data source: ``load(seed)`` gives the unpaired rainy / clean training sets and the held-out pairs."""
+
+    def build(self, seed: int) -> RainSplits:
+        """The old name of ``load`` (configs and scripts written before ``DataSource``)."""
+        return self.load(seed)
+
+
 def _parse_ids(spec: str | Sequence[int | str] | None) -> set[str] | None:
     """``"1-30"`` / ``"1-30,41"`` / ``[1, 2]`` -> the set of file stems it names (None: all)."""
     if spec is None:
@@ -78,7 +87,7 @@ def _items(paths: Sequence[Path]) -> list[ImageItem]:
     return [ImageItem(name=p.name, path=p) for p in paths]
 
 
-class FolderSplits:
+class FolderSplits(RainSource):
     """Unpaired training folders plus optional test folders.
 
     Args:
@@ -115,7 +124,7 @@ class FolderSplits:
         self.ids = {"rainy": rainy_ids, "clean": clean_ids, "test": test_ids, "test_rainy": test_rainy_ids}
         self.input_subdir, self.target_subdir = input_subdir, target_subdir
 
-    def build(self, seed: int) -> RainSplits:
+    def load(self, seed: int = 0) -> RainSplits:
         if self.rainy_dir is None or self.clean_dir is None:
             raise DataError("`data.splits.rainy_dir` and `data.splits.clean_dir` (or `cyclegan_root`) are required")
         rainy = _select(list_images(self.rainy_dir, key="data.splits.rainy_dir"), self.ids["rainy"],
@@ -145,7 +154,7 @@ def _paired_files(root: Path, input_subdir: str, target_subdir: str, key: str) -
     return match_pairs(inputs, targets, input_dir=input_dir, target_dir=target_dir)
 
 
-class PairedFolderSplit:
+class PairedFolderSplit(RainSource):
     """A fair unsupervised protocol on one paired folder (Rain100L layout ``input/N``, ``target/N``).
 
     The pairs are shuffled by ``seed`` and cut into three disjoint scene sets: ``n_test`` held-out pairs
@@ -165,7 +174,7 @@ class PairedFolderSplit:
         self.root, self.n_rainy, self.n_clean, self.n_test = root, n_rainy, n_clean, n_test
         self.input_subdir, self.target_subdir = input_subdir, target_subdir
 
-    def build(self, seed: int) -> RainSplits:
+    def load(self, seed: int = 0) -> RainSplits:
         pairs = _paired_files(Path(self.root), self.input_subdir, self.target_subdir, "data.splits.root")
         order = list(range(len(pairs)))
         random.Random(seed).shuffle(order)
@@ -201,7 +210,7 @@ def skimage_photo(name: str) -> torch.Tensor:
     return pil_to_tensor(load_rgb(matches[0]))
 
 
-class SyntheticRainSplits:
+class SyntheticRainSplits(RainSource):
     """Procedural rain on clean photographs: the embedded default needs no download.
 
     Scenes are used in one of three roles, never two: ``rainy_scenes`` (rain added, training), ``clean_scenes``
@@ -250,7 +259,7 @@ class SyntheticRainSplits:
             image = image.clamp(0, 1)
         return image
 
-    def build(self, seed: int) -> RainSplits:
+    def load(self, seed: int = 0) -> RainSplits:
         generator = torch.Generator().manual_seed(seed)
         rainy_sources = [(Path(s).stem, self._load(s)) for s in self.rainy_scenes]
         clean_sources = [(Path(s).stem, self._load(s)) for s in self.clean_scenes]
