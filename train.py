@@ -21,7 +21,7 @@ import pytorch_lightning as pl  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from callbacks.base import ArtifactCallback  # noqa: E402
+from callbacks.base import ArtifactCallback, ReportingCallback  # noqa: E402
 from callbacks.checkpointing import weights_are_finite  # noqa: E402
 from contrastlab.checkpoints import newest_checkpoint, read_progress, resolve_ckpt_path  # noqa: E402
 from contrastlab.errors import DivergenceError, report_user_errors  # noqa: E402
@@ -115,6 +115,9 @@ def print_summary(model: Any, trainer: pl.Trainer, metrics: dict[str, float], ou
     lines = [f"output directory: {output_dir}", f"metrics: {Path(output_dir) / 'metrics.json'}"]
     if isinstance(model, BaseModule):
         lines += model.summary_lines(metrics)
+    for callback in trainer.callbacks:
+        if isinstance(callback, ReportingCallback):
+            lines += callback.summary_lines(metrics)
     for callback in trainer.callbacks:
         if isinstance(callback, ArtifactCallback) and callback.last_path:
             lines.append(f"image grid: {callback.last_path}")

@@ -1,6 +1,7 @@
-"""What the project's callbacks share: where the files they wrote are, so that ``train.py`` / ``eval.py`` can
-list them without knowing each callback (the capabilities a callback needs from a method are checked with
-``lightning_modules.base.require`` at setup)."""
+"""What the project's callbacks share, so that ``train.py`` / ``eval.py`` can report them without knowing each
+callback: where the files they wrote are (``ArtifactCallback``) and the headline of the metrics they computed
+(``ReportingCallback``). The capabilities a callback needs from a method are checked with
+``lightning_modules.base.require`` at setup."""
 
 from __future__ import annotations
 
@@ -20,3 +21,15 @@ class ArtifactCallback(pl.Callback):
     def __init__(self) -> None:
         self.last_path: str | None = None
         self.written: list[Path] = []
+
+
+class ReportingCallback(pl.Callback):
+    """A callback that computes test metrics and states their headline at the end of ``train.py``.
+
+    Whoever computes a metric summarises it: the evaluation callbacks here, a method's own ``summary_lines`` for
+    the metrics its ``test_step`` logs (NLCL's PSNR / SSIM).
+    """
+
+    def summary_lines(self, metrics: dict[str, float]) -> list[str]:
+        """Lines a person reads first, from the run's final ``metrics`` (none when its metrics are absent)."""
+        return []

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
+from callbacks.base import ReportingCallback
 from callbacks.evaluation.logistic import logistic_regression_probe
 from callbacks.evaluation.neighbours import retrieval_top1
 from callbacks.evaluation.probes import median_predictor_l1, mlp_probe, mlp_regression_probe, ridge_regression_l1
@@ -41,7 +42,7 @@ def embed_domains(pl_module: pl.LightningModule, loader: Any) -> tuple[torch.Ten
     return torch.cat(codes), {k: torch.cat(v) for k, v in targets.items()}
 
 
-class DisentanglementProbes(pl.Callback):
+class DisentanglementProbes(ReportingCallback):
     """Args:
         mlp / linear / retrieval: which probes to run.
         mlp_epochs / mlp_patience: the MLP probe budget (100 epochs, patience 7).
@@ -60,6 +61,18 @@ class DisentanglementProbes(pl.Callback):
         self.max_train_codes = max_train_codes
         self._codes: list[torch.Tensor] = []
         self._targets: dict[str, list[torch.Tensor]] = {}
+        self._content_factors: tuple[list[str], list[str]] = ([], [])  # (classified, regressed), set at test time
+
+    def summary_lines(self, metrics: dict[str, float]) -> list[str]:
+        if "test/domain_acc" not in metrics:
+            return []
+        classified, regressed = self._content_factors
+        content = ", ".join(f"{f} {metrics[f'test/{f}_acc']:.3f}" for f in classified if f"test/{f}_acc" in metrics)
+        errors = ", ".join(f"{f} {metrics[f'test/{f}_l1']:.3g} (median predictor "
+                           f"{metrics[f'test/{f}_l1_baseline']:.3g})" for f in regressed if f"test/{f}_l1" in metrics)
+        lines = [f"domain accuracy {metrics['test/domain_acc']:.3f} (chance {metrics['test/domain_chance']:.3f}; "
+                 f"lower = more invariant); content accuracy: {content or 'no categorical factors'}"]
+        return lines + ([f"content L1 error (lower is better): {errors}"] if errors else [])
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         require(pl_module, "embed", "disentanglement")
@@ -98,9 +111,12 @@ class DisentanglementProbes(pl.Callback):
         train_codes, train_targets = embed_domains(pl_module, datamodule.feature_dataloader("train"))
         train_codes = gather_variable(train_codes)
         train_targets = {k: gather_variable(v) for k, v in train_targets.items()}
+        levels = {"domain": datamodule.num_domains, **datamodule.factor_levels}
+        if stage == "test":
+            self._content_factors = (sorted(k for k in test_targets if k in levels and k != "domain"),
+                                     sorted(k for k in test_targets if k not in levels))
         if trainer.global_rank != 0:
             return
-        levels = {"domain": datamodule.num_domains, **datamodule.factor_levels}
         metrics = self.evaluate(train_codes, train_targets, test_codes, test_targets, levels)
         if stage != "test":
             metrics = {f"{stage}/{k.split('/', 1)[1]}": v for k, v in metrics.items()}

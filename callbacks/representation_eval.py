@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
+from callbacks.base import ReportingCallback
 from callbacks.evaluation.clustering import clustering_scores
 from callbacks.evaluation.logistic import logistic_regression_probe
 from callbacks.evaluation.neighbours import knn_predict_many
@@ -40,7 +41,7 @@ def embed_loader(pl_module: pl.LightningModule, loader: Any) -> tuple[torch.Tens
     return torch.cat(features), (torch.cat(labels) if labels else None)
 
 
-class RepresentationEvaluation(pl.Callback):
+class RepresentationEvaluation(ReportingCallback):
     """kNN monitor during training; kNN, linear probe and clustering metrics at test time.
 
     Args:
@@ -60,6 +61,12 @@ class RepresentationEvaluation(pl.Callback):
         self.logistic_regression, self.probe_epochs, self.probe_lr = logistic_regression, probe_epochs, probe_lr
         self.clustering = clustering
         self._test: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def summary_lines(self, metrics: dict[str, float]) -> list[str]:
+        keys = [(f"kNN top-1 (k={self.knn_k[0]})", "test/knn_top1"), ("linear top-1", "test/linear_top1"),
+                ("NMI", "test/nmi")]
+        shown = [f"{label} {metrics[key]:.4f}" for label, key in keys if key in metrics]
+        return ["held-out " + ", ".join(shown)] if shown else []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         require(pl_module, "embed", "representation_eval")

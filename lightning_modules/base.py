@@ -7,7 +7,8 @@ The surface (a method implements what its paper gives it; ``supports(name)`` say
 - ``restore(images, with_rain) -> {"background": ..., "rain": ...}``: image restoration (deraining grids);
 - ``translate(content_images, domains) -> (B, D, 3, H, W)``: every image rendered in every domain (translation
   grid);
-- ``summary_lines(metrics) -> list[str]``: the headline a person reads at the end of ``train.py``.
+- ``summary_lines(metrics) -> list[str]``: the headline of the metrics the module logs itself, read at the end of
+  ``train.py`` (metrics an evaluation callback computes are summarised by that callback, a ``ReportingCallback``).
 
 A callback asks once, at setup, through ``require(pl_module, capability, needed_by)``: a missing capability
 stops with one line naming the method, the capability and the callback instead of silently skipping work.
@@ -135,7 +136,7 @@ class BaseModule(pl.LightningModule):
         raise NotImplementedError(f"{type(self).__name__} does not implement translate(images, domains)")
 
     def summary_lines(self, metrics: dict[str, float]) -> list[str]:
-        """The headline lines ``train.py`` prints at the end of a run (none by default)."""
+        """The headline of the metrics this module logs itself, printed by ``train.py`` (none by default)."""
         return []
 
     def supports(self, capability: str) -> bool:

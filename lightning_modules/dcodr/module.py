@@ -143,23 +143,6 @@ class DCoDR(BaseModule):
         self.log_dict(logs, prog_bar=True, batch_size=images.shape[0])
         return loss
 
-    @staticmethod
-    def summary_lines(metrics: dict[str, float]) -> list[str]:
-        if "test/domain_acc" not in metrics:
-            return []
-        test = [k.removeprefix("test/") for k in metrics if k.startswith("test/")]  # not the val/* monitors
-        factors = sorted(k[:-4] for k in test if k.endswith("_acc") and "linear" not in k and "domain" not in k)
-        content = ", ".join(f"{f} {metrics[f'test/{f}_acc']:.3f}" for f in factors)
-        regressed = sorted(k[:-3] for k in test if k.endswith("_l1") and "linear" not in k)
-        errors = ", ".join(f"{f} {metrics[f'test/{f}_l1']:.3g} (median predictor "
-                           f"{metrics[f'test/{f}_l1_baseline']:.3g})" for f in regressed)
-        domain, chance = metrics["test/domain_acc"], metrics["test/domain_chance"]
-        lines = [f"domain accuracy {domain:.3f} (chance {chance:.3f}; lower = more invariant); "
-                 f"content accuracy: {content or 'no categorical factors'}"]
-        if errors:
-            lines.append(f"content L1 error (lower is better): {errors}")
-        return lines
-
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Content codes of the held-out split; the probe callbacks collect them."""
         return {"embedding": self.embed(batch["image"]), "domain": batch["domain"], "factors": batch["factors"]}

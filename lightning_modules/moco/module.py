@@ -145,12 +145,6 @@ class MoCoV2(BaseModule):
                       batch_size=q.shape[0])
         return loss
 
-    @staticmethod
-    def summary_lines(metrics: dict[str, float]) -> list[str]:
-        keys = [("kNN top-1 (k=20)", "test/knn_top1"), ("linear top-1", "test/linear_top1"), ("NMI", "test/nmi")]
-        shown = [f"{label} {metrics[key]:.4f}" for label, key in keys if key in metrics]
-        return ["held-out " + ", ".join(shown)] if shown else []
-
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         """Embeddings of the evaluation split; the evaluation callbacks collect them (kNN, probes, clustering)."""
         out = {"embedding": self.embed(batch["image"])}
