@@ -21,7 +21,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from lightning_modules.base import OptimizerFactory
 from lightning_modules.components.backbones import Backbone
 from lightning_modules.components.distributed import average_batchnorm_statistics, gather
 from lightning_modules.components.kmeans import hierarchical_kmeans
@@ -58,8 +57,9 @@ class HCSC(MoCoV2):
         kmeans_tol: stop a k-means run once its objective moves by less than this fraction (None: the official
             fixed number of iterations).
         concentration_temperature: the mean of phi at every level (0.2).
-        backbone, projection_hidden, projection_dim, queue_size, momentum, temperature, shuffle_bn, bn_splits,
-            optimizer, scheduler, channels_last, compile: MoCo v2's, passed on unchanged (see ``MoCoV2``).
+        backbone, **moco: MoCo v2's arguments (projection_hidden, projection_dim, queue_size, momentum,
+            temperature, shuffle_bn, bn_splits, optimizer, scheduler, channels_last, compile), passed on unchanged
+            with ``MoCoV2``'s defaults (see its docstring): one list of them, not two that could drift apart.
     """
 
     def __init__(
@@ -79,24 +79,11 @@ class HCSC(MoCoV2):
         kmeans_metric: str = "euclidean",
         kmeans_tol: float | None = None,
         concentration_temperature: float = 0.2,
-        projection_hidden: int = 2048,
-        projection_dim: int = 128,
-        queue_size: int = 16384,
-        momentum: float = 0.999,
-        temperature: float = 0.2,
-        shuffle_bn: bool = True,
-        bn_splits: int = 1,
-        optimizer: OptimizerFactory | None = None,
-        scheduler: dict[str, Any] | None = None,
-        channels_last: bool = False,
-        compile: bool = False,
+        **moco: Any,
     ) -> None:
-        super().__init__(backbone, projection_hidden=projection_hidden, projection_dim=projection_dim,
-                         queue_size=queue_size, momentum=momentum, temperature=temperature, shuffle_bn=shuffle_bn,
-                         bn_splits=bn_splits, optimizer=optimizer, scheduler=scheduler, channels_last=channels_last,
-                         compile=compile)
+        super().__init__(backbone, **moco)
         self.save_hyperparameters(ignore=["backbone", "optimizer"], logger=False)
-        self.instance_criterion = SelectiveInstanceLoss(temperature, masking, instance_reduction)  # Eq. 5-6
+        self.instance_criterion = SelectiveInstanceLoss(self.temperature, masking, instance_reduction)  # Eq. 5-6
         self.prototype_criterion = SelectivePrototypeLoss(masking)  # Eq. 7-8
         self.num_clusters = list(num_clusters)
         self.hierarchy = PrototypeHierarchy(len(self.num_clusters))
