@@ -17,6 +17,13 @@ def init(rank: int, world: int, port: int) -> None:
     torch.set_num_threads(1)
 
 
+def finish() -> None:
+    """Leave together: a rank that tears gloo down while its peer still talks to it can abort the peer at exit
+    ('terminate called without an active exception', seen as a SIGABRT of one spawned process)."""
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 class TinyBackbone(nn.Module):
     """A BN-free trunk so that per-rank and global batches give identical gradients."""
 
@@ -67,7 +74,8 @@ def moco_and_queue(rank: int, world: int, port: int, out: str) -> None:
     grads = {n: p.grad.clone() for n, p in model.encoder_q.named_parameters()}
     torch.save({"grads": grads, "k": k, "queue": model.queue.keys.clone(), "pointer": model.queue.pointer.clone()},
                Path(out) / f"moco{rank}.pt")
-    dist.destroy_process_group()
+    del ddp  # its reducer holds gloo work: release it before the process group goes
+    finish()
 
 
 def clustering_and_knn(rank: int, world: int, port: int, out: str) -> None:
@@ -92,7 +100,7 @@ def clustering_and_knn(rank: int, world: int, port: int, out: str) -> None:
     torch.save({"assignments": torch.cat([gather_variable(lvl.assignments) for lvl in levels[:1]]),
                 "centroids": [lvl.centroids for lvl in levels], "phi": [lvl.concentration for lvl in levels],
                 "hierarchy": hierarchy.state_dict(), "knn": knn}, Path(out) / f"cluster{rank}.pt")
-    dist.destroy_process_group()
+    finish()
 
 
 class BNTrunk(nn.Module):
@@ -133,4 +141,4 @@ def bn_sync_and_knn(rank: int, world: int, port: int, out: str) -> None:
     bn = model.net[1]
     torch.save({"knn": knn, "mean": bn.running_mean.clone(), "var": bn.running_var.clone()},
                Path(out) / f"cluster{rank}.pt")
-    dist.destroy_process_group()
+    finish()
