@@ -4,6 +4,7 @@
     python bench/reproduce.py --scale cpu --only nlcl --seeds 1
     python bench/reproduce.py --scale gpu                     # the experiments' own schedules, one GPU
     python bench/reproduce.py --scale tiny --data-root <dir>  # seconds, synthetic data (the test suite)
+    python bench/reproduce.py --scale gpu_tiny --data-root <dir>  # the gpu scale's experiments at toy sizes, CPU
 
 ``--data-root`` holds ``cifar10/``, ``rain100l/`` and ``cars3d/`` as ../shared/data does. Writes
 ``<out>/<scale>.md`` (a table per method: bar, measured, pass/fail, seeds, wall time, steps), ``<out>/<scale>.json``
@@ -26,7 +27,7 @@ from common import ROOT  # noqa: E402
 from repro import dcodr, moco_hcsc, nlcl  # noqa: E402
 
 PROTOCOLS = {"moco_hcsc": moco_hcsc, "nlcl": nlcl, "dcodr": dcodr}
-TRAINER = {"cpu": ["trainer=cpu"], "gpu": ["trainer=gpu"], "tiny": ["trainer=cpu"]}
+TRAINER = {"cpu": ["trainer=cpu"], "gpu": ["trainer=gpu"], "tiny": ["trainer=cpu"], "gpu_tiny": ["trainer=cpu"]}
 
 
 def main() -> None:

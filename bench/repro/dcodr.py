@@ -9,9 +9,9 @@ from pathlib import Path
 
 from common import run_cli, time_budget
 
-from repro.shared import bar_table, cells, curve, mean, plot_curves, run_header, run_row
+from repro.shared import SMOKE_SCALES, bar_table, cells, curve, mean, plot_curves, run_header, run_row, smoke
 
-EXPERIMENTS = {"cpu": "{}_cars3d_cpu", "gpu": "{}_cars3d", "tiny": "{}_cars3d_cpu"}
+EXPERIMENTS = {"cpu": "{}_cars3d_cpu", "gpu": "{}_cars3d", "tiny": "{}_cars3d_cpu", "gpu_tiny": "{}_cars3d"}
 VARIANTS = ("contrastive", "dcodr_norec", "dcodr")
 TINY = ["trainer.max_epochs=2", "data.batches_per_epoch=2", "data.domains_per_batch=2", "data.per_domain=4",
         "data.source.size=16", "model.generator.channels=8", "model.generator.head_channels=8",
@@ -23,7 +23,7 @@ RATIO, CONTENT_DROP = 0.6, 0.02
 
 
 def _overrides(variant: str, scale: str) -> list[str]:
-    tiny = TINY if scale == "tiny" else []
+    tiny = smoke(scale, TINY)
     if variant != "dcodr":  # no generator to size
         tiny = [o for o in tiny if not o.startswith("model.generator")]
     return tiny
@@ -33,7 +33,7 @@ def run(scale: str, data_root: Path, seeds: list[int], runs: Path, trainer: list
         wall_time: bool = True) -> tuple[list[str], dict]:
     """``wall_time=False`` runs the equal-steps comparison only (the equal-wall-time rows say so)."""
     shared = [f"data.source.root={data_root / 'cars3d'}", *trainer]
-    if scale == "tiny":  # keep the resized-array cache beside the runs, not in the user's cache folder
+    if scale in SMOKE_SCALES:  # keep the resized-array cache beside the runs, not in the user's cache folder
         shared.append(f"data.source.cache_dir={runs / 'cars3d_cache'}")
     steps: dict[str, dict[int, dict]] = {v: {} for v in VARIANTS}
     wall: dict[str, dict[int, dict]] = {v: {} for v in VARIANTS if v != "dcodr"}
@@ -49,7 +49,7 @@ def run(scale: str, data_root: Path, seeds: list[int], runs: Path, trainer: list
         for variant in wall:
             wall[variant][seed] = run_cli("train.py", runs / f"{scale}_{variant}_walltime_seed{seed}", [
                 f"experiment={EXPERIMENTS[scale].format(variant)}", f"seed={seed}", *shared,
-                *_overrides(variant, scale), budget, *([] if scale == "tiny" else ["trainer.max_epochs=1000"])],
+                *_overrides(variant, scale), budget, *([] if scale in SMOKE_SCALES else ["trainer.max_epochs=1000"])],
                 reuse=True)
 
     def average(table: dict, variant: str, key: str) -> float:

@@ -7,6 +7,16 @@ import statistics
 from collections.abc import Iterable
 from pathlib import Path
 
+SMOKE_SCALES = ("tiny", "gpu_tiny")  # seconds on the CPU: the cpu / gpu scale's experiments at toy sizes
+
+
+def smoke(scale: str, overrides: list[str]) -> list[str]:
+    """The toy-size ``overrides`` a smoke scale adds (none at a real scale). At ``gpu_tiny`` the GPU experiments keep
+    their own ResNet trunks, so the small conv trunk's ``widths`` are dropped."""
+    if scale not in SMOKE_SCALES:
+        return []
+    return [o for o in overrides if not (scale == "gpu_tiny" and ".backbone.widths=" in o)]
+
 
 def curve(run_dir: Path, key: str) -> list[tuple[int, float]]:
     """``(step, value)`` of every logged ``key`` in ``<run_dir>/csv/metrics.csv`` (empty when never logged)."""
