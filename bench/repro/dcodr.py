@@ -9,9 +9,20 @@ from pathlib import Path
 
 from common import run_cli, time_budget
 
-from repro.shared import SMOKE_SCALES, bar_table, cells, curve, mean, plot_curves, run_header, run_row, smoke
+from repro.shared import (
+    SMOKE_SCALES,
+    bar_table,
+    cells,
+    curve,
+    experiment_scale,
+    mean,
+    plot_curves,
+    run_header,
+    run_row,
+    smoke,
+)
 
-EXPERIMENTS = {"cpu": "{}_cars3d_cpu", "gpu": "{}_cars3d", "tiny": "{}_cars3d_cpu", "gpu_tiny": "{}_cars3d"}
+EXPERIMENTS = {"cpu": "{}_cars3d_cpu", "gpu": "{}_cars3d"}
 VARIANTS = ("contrastive", "dcodr_norec", "dcodr")
 TINY = ["trainer.max_epochs=2", "data.batches_per_epoch=2", "data.domains_per_batch=2", "data.per_domain=4",
         "data.source.size=16", "model.generator.channels=8", "model.generator.head_channels=8",
@@ -32,6 +43,7 @@ def _overrides(variant: str, scale: str) -> list[str]:
 def run(scale: str, data_root: Path, seeds: list[int], runs: Path, trainer: list[str],
         wall_time: bool = True) -> tuple[list[str], dict]:
     """``wall_time=False`` runs the equal-steps comparison only (the equal-wall-time rows say so)."""
+    experiment = EXPERIMENTS[experiment_scale(scale)]
     shared = [f"data.source.root={data_root / 'cars3d'}", *trainer]
     if scale in SMOKE_SCALES:  # keep the resized-array cache beside the runs, not in the user's cache folder
         shared.append(f"data.source.cache_dir={runs / 'cars3d_cache'}")
@@ -40,7 +52,7 @@ def run(scale: str, data_root: Path, seeds: list[int], runs: Path, trainer: list
     for seed in seeds:
         for variant in VARIANTS:
             steps[variant][seed] = run_cli("train.py", runs / f"{scale}_{variant}_seed{seed}", [
-                f"experiment={EXPERIMENTS[scale].format(variant)}", f"seed={seed}", *shared,
+                f"experiment={experiment.format(variant)}", f"seed={seed}", *shared,
                 *_overrides(variant, scale)], reuse=True)
         # Equal wall time: the two variants without a generator train as long as DCoDR's fit took.
         if not wall_time:
@@ -48,7 +60,7 @@ def run(scale: str, data_root: Path, seeds: list[int], runs: Path, trainer: list
         budget = time_budget(max(steps["dcodr"][seed]["time/fit_minutes"], 1 / 60))
         for variant in wall:
             wall[variant][seed] = run_cli("train.py", runs / f"{scale}_{variant}_walltime_seed{seed}", [
-                f"experiment={EXPERIMENTS[scale].format(variant)}", f"seed={seed}", *shared,
+                f"experiment={experiment.format(variant)}", f"seed={seed}", *shared,
                 *_overrides(variant, scale), budget, *([] if scale in SMOKE_SCALES else ["trainer.max_epochs=1000"])],
                 reuse=True)
 
@@ -70,7 +82,7 @@ def run(scale: str, data_root: Path, seeds: list[int], runs: Path, trainer: list
                          f"{content:.3f} vs {base_content:.3f}", content >= base_content - CONTENT_DROP,
                          cells(source[variant][s]["test/content_acc"] for s in seeds)))
     chance = steps["dcodr"][seeds[0]].get("test/domain_chance", float("nan"))
-    lines = [f"## DCoDR vs DCoDR-norec vs contrastive on Cars3D ({EXPERIMENTS[scale].format('*')}; held-out 10 % of "
+    lines = [f"## DCoDR vs DCoDR-norec vs contrastive on Cars3D ({experiment.format('*')}; held-out 10 % of "
              f"every car; MLP probes; domain chance {chance:.4f})", "",
              "Equal wall time: the variants without a generator train for DCoDR's fit time (DCoDR itself is the "
              "equal-steps run).", "", *bar_table(bars), "", *run_header(KEYS)]

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from common import run_cli
 
-from repro.shared import bar_table, cells, curve, mean, plot_curves, run_header, run_row, smoke
+from repro.shared import bar_table, cells, curve, experiment_scale, mean, plot_curves, run_header, run_row, smoke
 
-EXPERIMENTS = {"cpu": ("mocov2_cifar_cpu", "hcsc_cifar_cpu"), "gpu": ("mocov2_cifar", "hcsc_cifar"),
-               "tiny": ("mocov2_cifar_cpu", "hcsc_cifar_cpu"), "gpu_tiny": ("mocov2_cifar", "hcsc_cifar")}
+EXPERIMENTS = {"cpu": ("mocov2_cifar_cpu", "hcsc_cifar_cpu"), "gpu": ("mocov2_cifar", "hcsc_cifar")}
 TINY = ["trainer.max_epochs=2", "trainer.limit_train_batches=2", "data.global_batch_size=8", "data.batch_size=8",
         "data.num_workers=0", "model.queue_size=32", "data.eval_batch_size=16",
         "callbacks.representation_eval.every_n_epochs=1", "callbacks.representation_eval.probe_epochs=2",
@@ -21,7 +20,7 @@ KEYS = ["test/knn_top1", "test/nmi", "test/linear_top1"]
 
 
 def run(scale: str, data_root: Path, seeds: list[int], runs: Path, trainer: list[str]) -> tuple[list[str], dict]:
-    moco_experiment, hcsc_experiment = EXPERIMENTS[scale]
+    moco_experiment, hcsc_experiment = EXPERIMENTS[experiment_scale(scale)]
     shared = [f"data.root={data_root / 'cifar10'}", *trainer, *smoke(scale, TINY)]
     results: dict[str, dict[int, dict]] = {"random": {}, "moco": {}, "hcsc": {}}
     for seed in seeds:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from common import run_cli
 
-from repro.shared import bar_table, cells, curve, mean, plot_curves, run_header, run_row, smoke
+from repro.shared import bar_table, cells, curve, experiment_scale, mean, plot_curves, run_header, run_row, smoke
 
-EXPERIMENTS = {"cpu": "nlcl_rain100l_cpu", "gpu": "nlcl_rain100l", "tiny": "nlcl_rain100l_cpu",
-               "gpu_tiny": "nlcl_rain100l"}
+EXPERIMENTS = {"cpu": "nlcl_rain100l_cpu", "gpu": "nlcl_rain100l"}
 TINY = ["trainer.max_epochs=2", "data.samples_per_epoch=4", "data.batch_size=2", "data.crop_size=32",
         "data.num_workers=0", "data.splits.n_rainy=4", "data.splits.n_clean=4", "data.splits.n_test=2",
         "data.val_images=2", "data.val_crop=32", "trainer.check_val_every_n_epoch=1", "model.num_negatives=8",
@@ -21,7 +20,8 @@ GAIN = 1.0
 
 
 def run(scale: str, data_root: Path, seeds: list[int], runs: Path, trainer: list[str]) -> tuple[list[str], dict]:
-    shared = [f"experiment={EXPERIMENTS[scale]}", f"data.root={data_root / 'rain100l'}", *trainer, *smoke(scale, TINY)]
+    experiment = EXPERIMENTS[experiment_scale(scale)]
+    shared = [f"experiment={experiment}", f"data.root={data_root / 'rain100l'}", *trainer, *smoke(scale, TINY)]
     results: dict[str, dict[int, dict]] = {"nlcl": {}, "no LayerContra": {}}
     for seed in seeds:
         results["nlcl"][seed] = run_cli("train.py", runs / f"{scale}_nlcl_seed{seed}", [*shared, f"seed={seed}"],
@@ -40,7 +40,7 @@ def run(scale: str, data_root: Path, seeds: list[int], runs: Path, trainer: list
             for name, key in (("PSNR", "psnr"), ("PSNR-Y", "psnr_y"))]
     ablation = results["no LayerContra"][ablation_seed]
     full = results["nlcl"][ablation_seed]
-    lines = [f"## NLCL on Rain100L ({EXPERIMENTS[scale]}; seeded split: 30 rainy-only, 30 clean-only, 20 held-out "
+    lines = [f"## NLCL on Rain100L ({experiment}; seeded split: 30 rainy-only, 30 clean-only, 20 held-out "
              "pairs)", "", *bar_table(bars), "",
              f"LayerContra ablation (seed {ablation_seed}, `model.lambda_layer=0`): PSNR gain "
              f"{ablation['test/psnr'] - ablation['test/psnr_rainy']:+.2f} dB against "

@@ -7,15 +7,21 @@ import statistics
 from collections.abc import Iterable
 from pathlib import Path
 
-SMOKE_SCALES = ("tiny", "gpu_tiny")  # seconds on the CPU: the cpu / gpu scale's experiments at toy sizes
+# Smoke scale -> the scale whose experiments it runs, at toy sizes, in seconds on the CPU.
+SMOKE_SCALES = {"tiny": "cpu", "gpu_tiny": "gpu"}
+
+
+def experiment_scale(scale: str) -> str:
+    """The scale whose experiments ``scale`` runs: itself, or for a smoke scale the one it shrinks."""
+    return SMOKE_SCALES.get(scale, scale)
 
 
 def smoke(scale: str, overrides: list[str]) -> list[str]:
-    """The toy-size ``overrides`` a smoke scale adds (none at a real scale). At ``gpu_tiny`` the GPU experiments keep
-    their own ResNet trunks, so the small conv trunk's ``widths`` are dropped."""
+    """The toy-size ``overrides`` a smoke scale adds (none at a real scale). Shrinking the gpu scale, the experiments
+    keep their own ResNet trunks, so the small conv trunk's ``widths`` are dropped."""
     if scale not in SMOKE_SCALES:
         return []
-    return [o for o in overrides if not (scale == "gpu_tiny" and ".backbone.widths=" in o)]
+    return [o for o in overrides if not (experiment_scale(scale) == "gpu" and ".backbone.widths=" in o)]
 
 
 def curve(run_dir: Path, key: str) -> list[tuple[int, float]]:
