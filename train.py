@@ -3,6 +3,7 @@
     python train.py                                        # the embedded CPU demo (NLCL on synthetic rain)
     python train.py experiment=nlcl_rain100l data.root=../shared/data/rain100l
     python train.py -m experiment=hcsc_cifar model.optimizer.lr=0.03,0.06
+    python train.py hparams_search=nlcl_optuna experiment=nlcl_rain100l_cpu data.root=...   # an Optuna search
     python train.py <same overrides> hydra.run.dir=<run folder> ckpt_path=last   # resume that run
 """
 
@@ -24,12 +25,13 @@ from omegaconf import DictConfig  # noqa: E402
 from callbacks.base import ArtifactCallback, ReportingCallback  # noqa: E402
 from callbacks.checkpointing import weights_are_finite  # noqa: E402
 from contrastlab.checkpoints import newest_checkpoint, read_progress, resolve_ckpt_path  # noqa: E402
-from contrastlab.errors import DivergenceError, report_user_errors  # noqa: E402
+from contrastlab.errors import ConfigError, DivergenceError, report_user_errors  # noqa: E402
 from contrastlab.loggers import HistoryCSVLogger, truncate_csv_history  # noqa: E402
 from contrastlab.run import (  # noqa: E402
     ConfigPrinter,
     instantiate_group,
     instantiate_loggers,
+    is_multirun,
     log,
     log_hyperparameters,
     register_resolvers,
@@ -120,7 +122,7 @@ def print_summary(model: Any, trainer: pl.Trainer, metrics: dict[str, float], ou
             lines += callback.summary_lines(metrics)
     for callback in trainer.callbacks:
         if isinstance(callback, ArtifactCallback) and callback.last_path:
-            lines.append(f"image grid: {callback.last_path}")
+            lines.append(f"{callback.label}: {callback.last_path}")
     text = "\n".join(["", "=" * 72, *lines, "=" * 72])
     print(text)
     for handler in log.root.handlers:  # also into <run>/train.log (the console already has it)
@@ -129,13 +131,57 @@ def print_summary(model: Any, trainer: pl.Trainer, metrics: dict[str, float], ou
             handler.flush()
 
 
+def sweep_objective(cfg: DictConfig) -> list[str]:
+    """The metric(s) ``optimized_metric`` names, checked before anything runs: a search chooses on validation only
+    (``val/*``, ``train/*``), never on the split that is reported (``test/*``)."""
+    names = cfg.get("optimized_metric")
+    if not names:
+        return []
+    names = [names] if isinstance(names, str) else list(names)
+    chosen_on_test = [n for n in names if str(n).startswith("test/")]
+    if chosen_on_test:
+        raise ConfigError(f"optimized_metric {chosen_on_test[0]} is a test metric: a search must optimise a "
+                          "validation metric (val/...); test/* is reported once, at the end")
+    return [str(n) for n in names]
+
+
+def objective_value(metrics: dict[str, float], names: list[str]) -> float | list[float] | None:
+    """What a Hydra sweeper receives: one float, or one per objective (Optuna's multi-objective directions)."""
+    if not names:
+        return None
+    missing = [n for n in names if n not in metrics]
+    if missing:
+        logged = ", ".join(sorted(k for k in metrics if k.startswith("val/"))) or "none"
+        raise ConfigError(f"optimized_metric {missing[0]} was not logged by this run (validation metrics logged: "
+                          f"{logged})")
+    values = [metrics[n] for n in names]
+    return values[0] if len(values) == 1 else values
+
+
+def failed_trial(cfg: DictConfig, names: list[str], error: BaseException) -> float | list[float]:
+    """A search trial that diverged or failed: its ``metrics.json`` says so and the sweeper gets NaN, which Optuna
+    records as a failed trial, so the search goes on (a plain run raises instead)."""
+    output_dir = cfg.paths.output_dir
+    log.exception(f"[contrastlab] trial failed ({type(error).__name__}: {error}); NaN returned to the sweeper")
+    metrics_file = Path(output_dir) / "metrics.json"
+    if not metrics_file.exists():  # a divergence already wrote its status
+        write_metrics({"status": "failed", "error": f"{type(error).__name__}: {error}"}, output_dir)
+    nan = float("nan")
+    return nan if len(names) == 1 else [nan] * len(names)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @report_user_errors
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | list[float] | None:
+    objective = sweep_objective(cfg)
     with run_context(cfg.paths.output_dir):
-        metrics = train(cfg)
-    metric = cfg.get("optimized_metric")
-    return metrics.get(metric) if metric else None
+        try:
+            metrics = train(cfg)
+        except Exception as error:
+            if not (objective and is_multirun()):
+                raise
+            return failed_trial(cfg, objective, error)
+    return objective_value(metrics, objective)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ class ArtifactCallback(pl.Callback):
     Attributes:
         last_path: the latest image grid it wrote (printed in the end-of-run summary), or None.
         written: every file it wrote in prediction mode (counted by ``eval.py``).
+        label: what ``last_path`` is called in the end-of-run summary.
     """
+
+    label = "image grid"
 
     def __init__(self) -> None:
         self.last_path: str | None = None

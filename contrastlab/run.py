@@ -3,6 +3,7 @@ W&B run-id reuse on resume, ``metrics.json``, and closing loggers whatever happe
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -18,7 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
 from lightning_modules.base import BaseModule
@@ -94,8 +95,35 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
     return objects
 
 
+def is_multirun() -> bool:
+    """Whether this process runs a job of a Hydra sweep (``-m``, a search, a submitit array)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def sweep_identity() -> dict[str, Any]:
+    """W&B settings that put the jobs of one sweep side by side: the sweep folder as the group, the job's overrides
+    as its name, tags and config (``sweep/overrides``), so the dashboard groups seeds as ``contrastlab.aggregate``
+    does. Empty outside a sweep."""
+    if not is_multirun():
+        return {}
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    sweep_dir = Path(hydra_cfg.sweep.dir)
+    overrides = list(hydra_cfg.overrides.task)
+    job = OmegaConf.select(hydra_cfg, "job.num", default=None)
+    return {"group": f"{sweep_dir.parent.parent.name}/{sweep_dir.name}",
+            "name": hydra_cfg.job.override_dirname or f"job{job}",
+            "tags": [o[:64] for o in overrides],  # W&B caps a tag at 64 characters
+            "sweep/overrides": overrides, "sweep/job": job}
+
+
 def instantiate_loggers(cfg: DictConfig | None, output_dir: str | Path) -> list[Any]:
-    """Loggers; a W&B logger without an explicit id reuses the id saved in the run folder (resume = same run)."""
+    """Loggers; a W&B logger without an explicit id reuses the id saved in the run folder (resume = same run), and
+    inside a sweep takes its group, name and tags from ``sweep_identity`` unless the config sets them."""
     if not cfg:
         return []
     id_file = Path(output_dir) / "wandb_run_id.txt"
@@ -103,10 +131,23 @@ def instantiate_loggers(cfg: DictConfig | None, output_dir: str | Path) -> list[
     for entry in cfg.values():
         if entry is None:
             continue
-        if "WandbLogger" in str(entry.get("_target_", "")) and entry.get("id") is None and id_file.exists():
-            loggers.append(instantiate(entry, id=id_file.read_text().strip(), resume="allow"))
-        else:
+        if "WandbLogger" not in str(entry.get("_target_", "")):
             loggers.append(instantiate(entry))
+            continue
+        extra: dict[str, Any] = {}
+        if entry.get("id") is None and id_file.exists():
+            extra.update(id=id_file.read_text().strip(), resume="allow")
+        sweep = sweep_identity()
+        if sweep:
+            if not entry.get("group"):
+                extra["group"] = sweep["group"]
+            extra["name"] = f"{entry.get('name') or 'job'} {sweep['name']}"  # task name + this job's overrides
+            extra["tags"] = [*(entry.get("tags") or []), *sweep["tags"]]
+            # wandb.init's `config` (instantiate's own first argument is named config: merged into the entry)
+            entry = copy.copy(entry)  # keeps its place in the config, so ${task_name} still resolves
+            with open_dict(entry):
+                entry.config = {"sweep/overrides": sweep["sweep/overrides"], "sweep/job": sweep["sweep/job"]}
+        loggers.append(instantiate(entry, _convert_="all", **extra))  # plain lists / dicts for wandb.init
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger" and rank_zero_only.rank == 0:
             id_file.parent.mkdir(parents=True, exist_ok=True)

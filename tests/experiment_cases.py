@@ -22,13 +22,13 @@ NLCL_TINY = ("data.crop_size=32", "data.batch_size=2", "data.num_workers=0", "mo
              "model.generator_r.width=8", "model.discriminator.base_channels=8", "model.head_dim=16")
 # Representation learning at test size: the same code paths (clustering from the first epoch, every evaluation).
 REPR_TINY = ("data.global_batch_size=4", "data.num_workers=0", "data.eval_batch_size=16",
-             "callbacks.representation_eval.probe_epochs=5")
+             "callbacks.representation_eval.probe_epochs=5", "callbacks.embedding_map.max_points=48")
 SMALL_TRUNK = ("model/backbone=conv", "model.backbone.widths=[8,16]")  # the small CNN instead of a ResNet
 HCSC_TINY = ("model.warmup_epochs=0", "model.num_clusters=[6,4,2]", "model.kmeans_restarts=1")
 # DCoDR at test size: 16 px images, 2 x 4 balanced batches, short probes; a small generator where there is one.
 DCODR_TINY = ("data.source.size=16", "data.domains_per_batch=2", "data.per_domain=4", "data.num_workers=0",
               "model.encoder.hidden_dim=null", "callbacks.disentanglement.mlp_epochs=2",
-              "callbacks.disentanglement.linear_epochs=2")
+              "callbacks.disentanglement.linear_epochs=2", "callbacks.embedding_map.max_points=48")
 DCODR_GENERATOR_TINY = ("model.generator.channels=16", "model.reconstruction.perceptual=false")
 DCODR_SMALL_ENCODER = ("model/backbone@model.encoder.backbone=conv", "model.encoder.backbone.widths=[8,16]")
 

@@ -40,6 +40,8 @@ def test_fast_dev_run(make_cfg, experiment, data_roots) -> None:
     assert not case.absent & set(metrics), f"{experiment}: unexpected {sorted(case.absent & set(metrics))}"
     if case.check:
         case.check(metrics)
+    if "embedding_map" in (cfg.callbacks or {}):  # every SSL and DCoDR run ends with its embedding map
+        assert (Path(cfg.paths.output_dir) / "images" / "embedding_map.png").stat().st_size > 5000
 
 
 @pytest.mark.parametrize("experiment", ["nlcl_demo", "hcsc_cifar", "dcodr_shapes"])
@@ -152,6 +154,7 @@ def test_ddp_sim_hcsc_and_dcodr_train_on_two_processes(tmp_path, tiny_cifar_root
     cli("train.py", "experiment=hcsc_cifar", f"data.root={tiny_cifar_root}", *REPR_TINY, *SMALL_TRUNK, *HCSC_TINY,
         "data.global_batch_size=8", *common, f"hydra.run.dir={tmp_path / 'hcsc'}")
     hcsc = json.loads((tmp_path / "hcsc" / "metrics.json").read_text())
+    assert (tmp_path / "hcsc" / "images" / "embedding_map.png").exists()  # both ranks' embeddings, drawn once
     assert hcsc["cluster/nonempty_0"] >= 1 and "test/knn_top1" in hcsc and "test/nmi" in hcsc
     cli("train.py", "experiment=dcodr_shapes", "data.source.per_domain=24", *DCODR_TINY, *DCODR_GENERATOR_TINY,
         *common, f"hydra.run.dir={tmp_path / 'dcodr'}")

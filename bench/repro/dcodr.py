@@ -28,7 +28,7 @@ TINY = ["trainer.max_epochs=2", "data.batches_per_epoch=2", "data.domains_per_ba
         "data.source.size=16", "model.generator.channels=8", "model.generator.head_channels=8",
         "model.encoder.backbone.widths=[8,16]", "callbacks.disentanglement.mlp_epochs=2",
         "callbacks.disentanglement.linear_epochs=2", "callbacks.disentanglement.every_n_epochs=2",
-        "data.num_workers=0"]
+        "data.num_workers=0", "callbacks.embedding_map.max_points=48"]
 KEYS = ["test/domain_acc", "test/content_acc", "test/azimuth_acc", "test/elevation_acc", "test/domain_linear_acc"]
 RATIO, CONTENT_DROP = 0.6, 0.02
 

@@ -14,7 +14,7 @@ EXPERIMENTS = {"cpu": ("mocov2_cifar_cpu", "hcsc_cifar_cpu"), "gpu": ("mocov2_ci
 TINY = ["trainer.max_epochs=2", "trainer.limit_train_batches=2", "data.global_batch_size=8", "data.batch_size=8",
         "data.num_workers=0", "model.queue_size=32", "data.eval_batch_size=16",
         "callbacks.representation_eval.every_n_epochs=1", "callbacks.representation_eval.probe_epochs=2",
-        "model.backbone.widths=[8,16]", "model.projection_hidden=16"]
+        "model.backbone.widths=[8,16]", "model.projection_hidden=16", "callbacks.embedding_map.max_points=48"]
 TINY_HCSC = ["model.num_clusters=[6,4,2]", "model.warmup_epochs=0", "model.kmeans_restarts=1"]
 KEYS = ["test/knn_top1", "test/nmi", "test/linear_top1"]
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
-import statistics
 from collections.abc import Iterable
 from pathlib import Path
+
+from contrastlab.aggregate import describe
 
 # Smoke scale -> the scale whose experiments it runs, at toy sizes, in seconds on the CPU.
 SMOKE_SCALES = {"tiny": "cpu", "gpu_tiny": "gpu"}
@@ -34,11 +35,18 @@ def curve(run_dir: Path, key: str) -> list[tuple[int, float]]:
 
 
 def mean(values: Iterable[float]) -> float:
-    return statistics.mean(list(values))
+    """The seeds' mean, by the same code as ``python -m contrastlab.aggregate``."""
+    return describe(values).mean
 
 
 def cells(values: Iterable[float], digits: int = 3) -> str:
-    return ", ".join(f"{v:.{digits}f}" for v in values)
+    """Each seed's value, then mean ± sample std and the minimum over the seeds (``contrastlab.aggregate``)."""
+    values = list(values)
+    each = ", ".join(f"{v:.{digits}f}" for v in values)
+    if len(values) < 2:
+        return each
+    stats = describe(values)
+    return f"{each} (mean {stats.text(digits)}, min {stats.min:.{digits}f})"
 
 
 def bar_table(bars: list[tuple[str, str, bool, str]]) -> list[str]:
