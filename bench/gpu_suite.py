@@ -32,7 +32,7 @@ SECTIONS = {
 }
 
 
-def run_section(name: str, out: Path, smoke: bool, limit: float) -> dict:
+def run_section(name: str, out: Path, smoke: bool, limit: float | None) -> dict:
     result_file = out / f"{name}.json"
     result_file.unlink(missing_ok=True)
     command = [sys.executable, str(Path(gpu_sections.__file__)), name, str(result_file)]
@@ -42,7 +42,7 @@ def run_section(name: str, out: Path, smoke: bool, limit: float) -> dict:
         done = subprocess.run(command, capture_output=True, text=True, timeout=limit)
         status = "ok" if done.returncode == 0 and result_file.exists() else f"failed: {done.stderr.strip()[-600:]}"
     except subprocess.TimeoutExpired:
-        status = f"timed out after {limit:.0f} s"
+        status = f"timed out after {limit:.0f} s"  # only with a limit: the GPU sections' guards
     result = json.loads(result_file.read_text()) if result_file.exists() else {}
     return {"status": status, "seconds": round(time.time() - start, 1), **result}
 
@@ -69,7 +69,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in args.only or SECTIONS:
-        limit = 120 if args.smoke else SECTIONS[name][0]
+        # The guard protects the lent GPU's minutes; a smoke run checks code paths on the CPU, however loaded, so
+        # it has none.
+        limit = None if args.smoke else SECTIONS[name][0]
         results[name] = run_section(name, args.out, args.smoke, limit)
         print(f"{name}: {results[name]['status']} ({results[name]['seconds']} s) {results[name].get('figures', {})}",
               flush=True)

@@ -14,6 +14,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+# The tests assume the project's default error reporting (one line, no traceback); a caller's HYDRA_FULL_ERROR=1
+# (a common Hydra setting) would turn it off in the tests' own command-line runs. Tests of that variable set it.
+os.environ.pop("HYDRA_FULL_ERROR", None)
 # The environment before any test ran: command-line runs start from it. An in-process Trainer with a DDP
 # strategy exports LOCAL_RANK / WORLD_SIZE / MASTER_PORT, which a later `python train.py trainer=ddp_sim`
 # would inherit and misread as "launched by an external launcher".

@@ -13,7 +13,7 @@ from conftest import CLEAN_ENV, ROOT
 @pytest.mark.slow
 def test_gpu_suite_smoke_runs_every_section(tmp_path) -> None:
     result = subprocess.run([sys.executable, "bench/gpu_suite.py", str(tmp_path), "--smoke"], cwd=ROOT,
-                            env=CLEAN_ENV, capture_output=True, text=True, timeout=600)
+                            env=CLEAN_ENV, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     suite = json.loads((tmp_path / "gpu_suite.json").read_text())
     assert set(suite["sections"]) == {"moco_hcsc", "nlcl", "kmeans", "dcodr", "jpeg"}
@@ -28,8 +28,7 @@ def test_gpu_suite_smoke_runs_every_section(tmp_path) -> None:
 def test_kmeans_faiss_bench_runs_without_faiss_or_with_it(tmp_path) -> None:
     result = subprocess.run([sys.executable, "bench/kmeans_faiss.py", "--n", "2000", "--clusters", "50", "--upper",
                              "20", "--bank", "1000", "--queries", "100", "--repeats", "1", "--out",
-                             str(tmp_path / "k.json")], cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True,
-                            timeout=300)
+                             str(tmp_path / "k.json")], cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "k.json").read_text())["seconds"]["assignment pass: ours"] > 0
 
@@ -45,7 +44,7 @@ def test_reproduce_writes_its_tables_and_plots_at_tiny_scale(tmp_path, paired_ra
     out = tmp_path / "results"
     command = [sys.executable, "bench/reproduce.py", "--scale", "tiny", "--data-root", str(data), "--seeds", "1",
                "--out", str(out)]
-    result = subprocess.run(command, cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(command, cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     table = (out / "tiny.md").read_text()
     assert "HCSC NMI above MoCo v2's" in table and "| random | 1 |" in table and "| hcsc | 1 |" in table
@@ -58,7 +57,7 @@ def test_reproduce_writes_its_tables_and_plots_at_tiny_scale(tmp_path, paired_ra
     # Resumable: a second call keeps the finished runs instead of training again.
     before = (out / "runs" / "tiny_moco_seed1" / "metrics.json").stat().st_mtime
     subprocess.run(command + ["--only", "moco_hcsc"], cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True,
-                   timeout=600, check=True)
+                   check=True)
     assert (out / "runs" / "tiny_moco_seed1" / "metrics.json").stat().st_mtime == before
     assert "held-out PSNR-Y" in (out / "tiny.md").read_text()  # the other protocols' sections are kept
 
@@ -76,7 +75,7 @@ def test_reproduce_gpu_scale_experiments_run_at_toy_size(tmp_path, paired_rain_d
     out = tmp_path / "results"
     command = [sys.executable, "bench/reproduce.py", "--scale", "gpu_tiny", "--data-root", str(data), "--seeds", "1",
                "--dcodr-equal-steps-only", "--out", str(out)]
-    result = subprocess.run(command, cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(command, cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     table = (out / "gpu_tiny.md").read_text()
     assert "(mocov2_cifar, hcsc_cifar;" in table and "(nlcl_rain100l;" in table and "(*_cars3d;" in table

@@ -55,7 +55,7 @@ def test_a_fourth_method_runs_through_the_cli_on_the_contracts_alone(tmp_path, t
                "trainer.fast_dev_run=true", "data.batch_size=8", "data.global_batch_size=8", "data.num_workers=0",
                "model.backbone.widths=[8,16]", "print_config=false", f"hydra.run.dir={run_dir}"]
     env = {**CLEAN_ENV, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), CLEAN_ENV.get("PYTHONPATH", "")])}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0 <= metrics["test/knn_top1"] <= 1 and "test/nmi" in metrics

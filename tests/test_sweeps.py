@@ -176,3 +176,18 @@ def test_wandb_jobs_of_a_sweep_share_a_group(make_cfg, tmp_path, monkeypatch) ->
         assert run_.config["sweep/overrides"] == ["model.lambda_layer=0", "seed=2"]
     finally:
         wandb.finish()
+
+
+SEARCHES = sorted(p.stem for p in (ROOT / "conf" / "hparams_search").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_every_search_optimises_validation_with_a_seeded_sampler(make_cfg, search) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    cfg = make_cfg(f"hparams_search={search}")
+    metrics = cfg.optimized_metric if not isinstance(cfg.optimized_metric, str) else [cfg.optimized_metric]
+    directions = cfg.hydra.sweeper.direction
+    directions = [directions] if isinstance(directions, str) else list(directions)
+    assert all(m.startswith("val/") for m in metrics) and len(directions) == len(metrics)
+    assert cfg.test is False and cfg.hydra.sweeper.sampler.seed is not None and cfg.hydra.sweeper.n_trials > 0
+    assert cfg.hydra.sweeper.params

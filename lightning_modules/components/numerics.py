@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
+
+F = TypeVar("F", bound=Callable)
 
 
 def fp32(x: torch.Tensor) -> torch.Tensor:
@@ -17,3 +24,23 @@ def full_precision(device: torch.device | str) -> torch.autocast:
     device_type = torch.device(device).type
     return torch.autocast(device_type=device_type if device_type in ("cuda", "cpu", "xpu", "mps") else "cpu",
                           enabled=False)
+
+
+def fp32_region(function: F) -> F:
+    """Run ``function`` with autocast off on the device of its first tensor argument.
+
+    Casting the operands to fp32 is not enough under autocast: ``mm`` / ``bmm`` / ``matmul`` are on autocast's
+    lower-precision list (CUDA and CPU alike), so ``fp32(q) @ fp32(k).T`` would still run in bf16. Every loss
+    forms its similarities, logits and softmax inside this region, from operands it casts with ``fp32``.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        device = next((a.device for a in itertools.chain(args, kwargs.values()) if isinstance(a, torch.Tensor)),
+                      None)
+        if device is None:
+            return function(*args, **kwargs)
+        with full_precision(device):
+            return function(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

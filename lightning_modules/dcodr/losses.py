@@ -8,7 +8,7 @@ import torchvision
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
-from lightning_modules.components.numerics import fp32
+from lightning_modules.components.numerics import fp32, fp32_region
 
 
 class DomainContrastiveLoss(nn.Module):
@@ -48,6 +48,7 @@ class DomainContrastiveLoss(nn.Module):
             allowed &= picked
         return allowed
 
+    @fp32_region
     def forward(self, anchors: torch.Tensor, positives: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
         a = F.normalize(fp32(anchors), dim=1)
         p = F.normalize(fp32(positives), dim=1)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_modules.base import BaseModule, OptimizerFactory
+from lightning_modules.components.numerics import full_precision
 from lightning_modules.dcodr.losses import DomainContrastiveLoss, ReconstructionLoss
 from lightning_modules.dcodr.networks import ContentEncoder, DomainGenerator
 
@@ -144,5 +145,8 @@ class DCoDR(BaseModule):
         return loss
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """Content codes of the held-out split; the probe callbacks collect them."""
-        return {"embedding": self.embed(batch["image"]), "domain": batch["domain"], "factors": batch["factors"]}
+        """Content codes of the held-out split; the probe callbacks collect them. Autocast off, as the training
+        codes the probes are fitted on (embedded by the callbacks outside any autocast)."""
+        with full_precision(self.device):
+            codes = self.embed(batch["image"])
+        return {"embedding": codes, "domain": batch["domain"], "factors": batch["factors"]}

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from lightning_modules.components.backbones import Backbone
 from lightning_modules.components.distributed import average_batchnorm_statistics, gather
 from lightning_modules.components.kmeans import hierarchical_kmeans
+from lightning_modules.components.numerics import full_precision
 from lightning_modules.hcsc.losses import SelectiveInstanceLoss, SelectivePrototypeLoss
 from lightning_modules.hcsc.prototypes import PrototypeHierarchy
 from lightning_modules.hcsc.selection import (
@@ -57,6 +58,8 @@ class HCSC(MoCoV2):
         kmeans_tol: stop a k-means run once its objective moves by less than this fraction (None: the official
             fixed number of iterations).
         concentration_temperature: the mean of phi at every level (0.2).
+        cluster_in_fp32: embed the clustering features with autocast off, as the official fp32 code (default);
+            false: under the run's autocast (bf16 / fp16), faster on GPUs, features rounded before k-means.
         backbone, **moco: MoCo v2's arguments (projection_hidden, projection_dim, queue_size, momentum,
             temperature, shuffle_bn, bn_splits, optimizer, scheduler, channels_last, compile), passed on unchanged
             with ``MoCoV2``'s defaults (see its docstring): one list of them, not two that could drift apart.
@@ -79,6 +82,7 @@ class HCSC(MoCoV2):
         kmeans_metric: str = "euclidean",
         kmeans_tol: float | None = None,
         concentration_temperature: float = 0.2,
+        cluster_in_fp32: bool = True,
         **moco: Any,
     ) -> None:
         super().__init__(backbone, **moco)
@@ -105,7 +109,9 @@ class HCSC(MoCoV2):
         features, indices = [], []
         for batch in loader:
             images = batch["image"].to(self.device, non_blocking=True)
-            with self.trainer.precision_plugin.forward_context():  # the run's autocast (bf16 / fp16) if any
+            context = (full_precision(self.device) if self.hparams.get("cluster_in_fp32", True)
+                       else self.trainer.precision_plugin.forward_context())  # the run's autocast, if any
+            with context:
                 projection = self.encoder_k(self.format_input(images))[1]
             features.append(F.normalize(projection.float(), dim=1))
             indices.append(batch["index"].to(self.device))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from lightning_modules.components.numerics import fp32
+from lightning_modules.components.numerics import fp32, fp32_region
 from lightning_modules.moco.losses import Masking, apply_mask
 
 
@@ -20,11 +20,13 @@ def _tempered_centroids(centroids: torch.Tensor, concentration: torch.Tensor) ->
     return fp32(centroids) / fp32(concentration).clamp_min(1e-3)[:, None]
 
 
+@fp32_region
 def queue_log_normaliser(queue: torch.Tensor, centroids: torch.Tensor, concentration: torch.Tensor) -> torch.Tensor:
     """log sum_m exp(n_j . c_m / max(phi_m, 1e-3)) for every queue item: (K,), the denominator of P(m | n_j)."""
     return torch.logsumexp(fp32(queue) @ _tempered_centroids(centroids, concentration).T, dim=1)
 
 
+@fp32_region
 def instance_keep_probability(
     queue: torch.Tensor, centroids: torch.Tensor, concentration: torch.Tensor, labels: torch.Tensor,
     normaliser: torch.Tensor | None = None,
@@ -64,6 +66,7 @@ def prototype_keep_probability(parent_probability: torch.Tensor, parent_labels: 
     return (1.0 - parent_probability[:, parent_labels].T).clamp(1e-4, 0.999)
 
 
+@fp32_region
 def prototype_logits(
     q: torch.Tensor, centroids: torch.Tensor, concentration: torch.Tensor, labels: torch.Tensor,
     candidates: torch.Tensor, keep: torch.Tensor | None = None, masking: Masking = "zero",

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.components.numerics import fp32
+from lightning_modules.components.numerics import fp32, fp32_region
 
 Masking = Literal["zero", "exclude"]
 MASKINGS = ("zero", "exclude")
@@ -31,6 +31,7 @@ def apply_mask(logits: torch.Tensor, keep: torch.Tensor, masking: Masking) -> to
     raise ValueError(f"masking must be 'zero' or 'exclude', got {masking!r}")
 
 
+@fp32_region
 def infonce_logits(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temperature: float,
                    keep: torch.Tensor | None = None, masking: Masking = "zero") -> torch.Tensor:
     """[q.k, (q.n_j) s_ij] / t in fp32: (B, 1 + K), the positive first; ``keep`` (B, K) is s (None: all kept)."""
@@ -60,6 +61,7 @@ class InfoNCELoss(nn.Module):
             raise ValueError(f"masking must be one of {MASKINGS}, got {masking!r}")
         self.temperature, self.masking = float(temperature), masking
 
+    @fp32_region
     def forward(self, q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, keep: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         if q.shape != k.shape or q.shape[1] != negatives.shape[1]:

@@ -24,6 +24,7 @@ from datamodules.base import BaseDataModule
 from lightning_modules.base import BaseModule, OptimizerFactory
 from lightning_modules.components.backbones import Backbone, MLPHead
 from lightning_modules.components.distributed import gather
+from lightning_modules.components.numerics import full_precision
 from lightning_modules.moco.losses import InfoNCELoss
 from lightning_modules.moco.momentum import (
     NegativeQueue,
@@ -146,8 +147,11 @@ class MoCoV2(BaseModule):
         return loss
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Embeddings of the evaluation split; the evaluation callbacks collect them (kNN, probes, clustering)."""
-        out = {"embedding": self.embed(batch["image"])}
+        """Embeddings of the evaluation split; the evaluation callbacks collect them (kNN, probes, clustering).
+        Autocast off: the callbacks embed the memory bank outside any autocast, and queries and bank must share
+        one precision (else the same weights score differently in val/knn and test/knn under bf16-mixed)."""
+        with full_precision(self.device):
+            out = {"embedding": self.embed(batch["image"])}
         if "label" in batch:
             out["label"] = batch["label"]
         return out

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.components.numerics import fp32
+from lightning_modules.components.numerics import fp32, fp32_region
 
 
 def _check_temperature(temperature: float) -> float:
@@ -36,6 +36,7 @@ class SupConLoss(nn.Module):
         super().__init__()
         self.temperature = _check_temperature(temperature)
 
+    @fp32_region
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """features ``(B, N, D)`` (unit norm), labels ``(N,)`` or ``(B, N)`` -> scalar."""
         if features.dim() != 3:
@@ -101,6 +102,7 @@ class PatchNCELoss(nn.Module):
         self.temperature = _check_temperature(temperature)
         self.diagonal_fill = diagonal_fill
 
+    @fp32_region
     def forward(self, queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """queries, keys ``(B, N, D)`` -> scalar."""
         if queries.shape != keys.shape:
@@ -115,6 +117,7 @@ class PatchNCELoss(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1), target)
 
 
+@fp32_region
 def lsgan_loss(prediction: torch.Tensor, real: bool) -> torch.Tensor:
     """Least-squares GAN objective: mean (D(x) - 1)^2 for real targets, mean D(x)^2 for fake (fp32)."""
     prediction = fp32(prediction)
