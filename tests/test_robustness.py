@@ -293,3 +293,11 @@ def test_a_killed_and_resumed_run_equals_the_uninterrupted_run(make_cfg, tmp_pat
     for key, value in theirs.items():
         if value.is_floating_point():
             assert torch.allclose(ours[key], value, atol=2e-3), key
+
+
+def test_the_tests_do_not_inherit_hydra_full_error() -> None:
+    """With HYDRA_FULL_ERROR=1 exported by the caller, the one-line error tests (and their CLI runs) would see
+    tracebacks; the suite sets the environment it assumes."""
+    import os
+
+    assert "HYDRA_FULL_ERROR" not in CLEAN_ENV and "HYDRA_FULL_ERROR" not in os.environ

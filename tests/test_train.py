@@ -215,3 +215,14 @@ def test_eval_tests_a_checkpoint_and_predicts_a_folder(make_cfg, tmp_path, paire
 
     with pytest.raises(FileNotFoundError, match="ckpt_path"):
         evaluate(make_cfg(*common, "ckpt_path=/no/such.ckpt", config_name="eval", output_dir=tmp_path / "x"))
+
+
+def test_gradient_accumulation_is_refused_by_moco_in_one_line(make_cfg, data_roots) -> None:
+    """MoCo's momentum update and enqueue run per batch: accumulation would silently change both."""
+    from contrastlab.errors import ConfigError
+    from train import train
+
+    cfg = make_cfg("experiment=hcsc_cifar", *CASES["hcsc_cifar"].overrides(data_roots), *CPU,
+                   "trainer.accumulate_grad_batches=2", "trainer.fast_dev_run=true")
+    with pytest.raises(ConfigError, match="accumulate_grad_batches=2 is not supported"):
+        train(cfg)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contrastlab.errors import ConfigError
 from datamodules.base import BaseDataModule
 from lightning_modules.base import BaseModule, OptimizerFactory
 from lightning_modules.components.backbones import Backbone, MLPHead
@@ -93,6 +94,12 @@ class MoCoV2(BaseModule):
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
+        if self.trainer.accumulate_grad_batches > 1:
+            # The key encoder's EMA and the enqueue run once per batch: with k micro-batches a step the momentum
+            # would become 0.999^k and the queue would hold keys of the same step, and lr x batch / 256 ignores k.
+            raise ConfigError(f"trainer.accumulate_grad_batches={self.trainer.accumulate_grad_batches} is not "
+                              "supported by MoCo v2 / HCSC (momentum update and queue run per batch); use 1 and "
+                              "reach the batch with more devices or data.batch_size")
         datamodule = self.trainer.datamodule
         per_device = datamodule.per_device_batch_size() if isinstance(datamodule, BaseDataModule) else None
         if per_device:
