@@ -150,3 +150,18 @@ def test_compile_keeps_parameter_names_for_checkpoints() -> None:
     model.on_fit_start()  # compiles G_B, G_R and D in place (lazily: nothing runs until the first forward)
     assert list(model.state_dict()) == keys
     assert model.G_B._compiled_call_impl is not None
+
+
+def test_official_linear_decay_steps_once_an_epoch() -> None:
+    """CUT / NLCL's lambda rule, stepped per epoch: 1 - max(0, epoch + 1 - 200) / 11 over 210 epochs."""
+    from lightning_modules.components.schedules import build_scheduler
+
+    steps_per_epoch = 3
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, "constant_then_linear", 210 * steps_per_epoch, steps_per_epoch,
+                                decay_epochs=10, final_factor=1 / 11, per_epoch=True)
+    factors = [scheduler.lr_lambdas[0](step) for step in range(210 * steps_per_epoch)]
+    official = [1.0 - max(0, epoch + 1 - 200) / 11 for epoch in range(210) for _ in range(steps_per_epoch)]
+    assert factors == pytest.approx(official)
+    decay = factors[200 * steps_per_epoch:]
+    assert factors[200 * steps_per_epoch] == pytest.approx(10 / 11) and sum(decay) / len(decay) == pytest.approx(0.5)

@@ -16,20 +16,24 @@ from torch.optim.lr_scheduler import LambdaLR
 
 @dataclass
 class ConstantThenLinear:
-    """Factor 1 for the first ``total - decay`` steps, then linear to ``final_factor`` at the last step.
+    """Factor 1 for the first ``total - decay`` units, then linear to ``final_factor`` at the last unit.
 
-    The official NLCL / CUT 'linear' policy: 200 constant + 10 decaying epochs end at 1/11 of the base rate.
+    The official NLCL / CUT 'linear' policy steps once an epoch (``unit_steps`` = the epoch's steps): 200 constant
+    epochs, then 10/11, 9/11, ..., 1/11 over the 10 decaying epochs (mean 0.5 of the base rate there). With
+    ``unit_steps`` = 1 the factor falls every step instead (a smooth variant, mean about 0.55 in the decay).
     """
 
     total_steps: int
     decay_steps: int
     final_factor: float
+    unit_steps: int = 1
 
     def __call__(self, step: int) -> float:
+        unit = step // self.unit_steps
         start = self.total_steps - self.decay_steps
-        if step < start or self.decay_steps <= 0:
+        if unit < start or self.decay_steps <= 0:
             return 1.0
-        progress = min((step - start + 1) / self.decay_steps, 1.0)
+        progress = min((unit - start + 1) / self.decay_steps, 1.0)
         return 1.0 - (1.0 - self.final_factor) * progress
 
 
@@ -75,7 +79,8 @@ def build_scheduler(
 
     Names and options:
         ``constant``.
-        ``constant_then_linear``: ``decay_fraction`` (of all steps) or ``decay_epochs``; ``final_factor``.
+        ``constant_then_linear``: ``decay_fraction`` (of all steps) or ``decay_epochs``; ``final_factor``;
+            ``per_epoch`` (True = the factor changes once an epoch, as the official NLCL / CUT code).
         ``cosine``: ``warmup_epochs``, ``final_factor``, ``per_epoch`` (True = the factor changes once an epoch).
         ``step``: ``step_epochs``, ``gamma`` (DCoDR: StepLR every 30 epochs, gamma 0.33, stepped per batch).
         ``multistep``: ``milestone_epochs``, ``gamma``.
@@ -85,11 +90,13 @@ def build_scheduler(
     if name == "constant":
         return None
     if name == "constant_then_linear":
+        unit = steps_per_epoch if options.get("per_epoch") else 1
+        total = math.ceil(total_steps / unit)
         if options.get("decay_epochs") is not None:
-            decay = int(options["decay_epochs"]) * steps_per_epoch
+            decay = int(options["decay_epochs"]) * steps_per_epoch // unit
         else:
-            decay = round(float(options.get("decay_fraction", 0.05)) * total_steps)
-        rule = ConstantThenLinear(total_steps, decay, float(options.get("final_factor", 0.0)))
+            decay = round(float(options.get("decay_fraction", 0.05)) * total)
+        rule = ConstantThenLinear(total, decay, float(options.get("final_factor", 0.0)), unit)
     elif name == "cosine":
         per_epoch = bool(options.get("per_epoch", False))
         unit = steps_per_epoch if per_epoch else 1
