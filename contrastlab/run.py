@@ -60,11 +60,17 @@ def ddp_strategy(base: str, find_unused_parameters: bool) -> str:
 def trainer_strategy(strategy: Any, model: Any) -> Any:
     """The trainer's ``strategy`` for ``model``: plain ``ddp`` / ``ddp_spawn`` gains unused-parameter detection
     when the module declares ``ddp_find_unused_parameters`` (several backward passes per step, as NLCL's D and G
-    steps); any other value (a Strategy object, an explicit name) is left as the user gave it."""
-    declared = isinstance(model, BaseModule) and model.ddp_find_unused_parameters
-    if isinstance(strategy, str) and strategy in ("ddp", "ddp_spawn") and declared:
-        return ddp_strategy(strategy, True)
-    return strategy
+    steps), and becomes a ``DDPStrategy`` without per-step buffer broadcasts when it declares
+    ``ddp_broadcast_buffers = False`` (MoCo / HCSC: queue and prototypes are identical on every rank); any other
+    value (a Strategy object, an explicit name) is left as the user gave it."""
+    if not (isinstance(strategy, str) and strategy in ("ddp", "ddp_spawn") and isinstance(model, BaseModule)):
+        return strategy
+    if not model.ddp_broadcast_buffers:
+        from pytorch_lightning.strategies import DDPStrategy
+
+        return DDPStrategy(start_method="spawn" if strategy == "ddp_spawn" else "popen", broadcast_buffers=False,
+                           find_unused_parameters=model.ddp_find_unused_parameters)
+    return ddp_strategy(strategy, model.ddp_find_unused_parameters)
 
 
 def register_resolvers() -> None:

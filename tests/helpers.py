@@ -25,3 +25,21 @@ class PoisonWeightsAtEpoch(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch == self.epoch:
             next(pl_module.parameters()).data.fill_(float("nan"))
+
+
+class RecordDDPBroadcast(pl.Callback):
+    """Write what DDP re-sends from rank 0 before every forward (buffer names and bytes) to ``path`` (rank 0)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import json
+
+        wrapper = trainer.strategy.model
+        broadcast = bool(getattr(wrapper, "broadcast_buffers", False))
+        buffers = {name: b.numel() * b.element_size() for name, b in pl_module.named_buffers()} if broadcast else {}
+        if trainer.is_global_zero:
+            with open(self.path, "w") as handle:
+                json.dump({"wrapper": type(wrapper).__name__, "broadcast_buffers": broadcast,
+                           "bytes_per_step": sum(buffers.values()), "names": sorted(buffers)}, handle)

@@ -95,5 +95,12 @@ def test_ddp_unused_parameter_detection_follows_the_module_not_the_config(make_c
     assert trainer_strategy("ddp", plain) == "ddp"
     assert trainer_strategy("auto", two) == "auto"  # one device: nothing to detect
     assert trainer_strategy("ddp_find_unused_parameters_false", two) == "ddp_find_unused_parameters_false"  # user's
+
+    class SameBuffersOnEveryRank(BaseModule):
+        ddp_broadcast_buffers = False
+
+    assert not MoCoV2.ddp_broadcast_buffers and NLCL.ddp_broadcast_buffers and DCoDR.ddp_broadcast_buffers
+    for name in ("ddp", "ddp_spawn"):
+        assert type(trainer_strategy(name, SameBuffersOnEveryRank())).__name__ == "DDPStrategy"
     for name in ("train", "eval"):
         assert "ddp_find_unused_parameters" not in make_cfg(config_name=name)

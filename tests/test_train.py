@@ -151,7 +151,11 @@ def test_ddp_sim_hcsc_and_dcodr_train_on_two_processes(tmp_path, tiny_cifar_root
     common = ["trainer=ddp_sim", "trainer.max_epochs=1", "print_config=false", "trainer.enable_progress_bar=false",
               f"paths.log_dir={tmp_path}"]
     cli("train.py", "experiment=hcsc_cifar", f"data.root={tiny_cifar_root}", *REPR_TINY, *SMALL_TRUNK, *HCSC_TINY,
-        "data.global_batch_size=8", *common, f"hydra.run.dir={tmp_path / 'hcsc'}")
+        "data.global_batch_size=8", *common, f"hydra.run.dir={tmp_path / 'hcsc'}",
+        "+callbacks.broadcast._target_=helpers.RecordDDPBroadcast", f"+callbacks.broadcast.path={tmp_path / 'b.json'}",
+        env={"PYTHONPATH": str(ROOT / "tests")})
+    broadcast = json.loads((tmp_path / "b.json").read_text())  # queue and hierarchy are not re-sent every step
+    assert broadcast["wrapper"] == "DistributedDataParallel" and broadcast["bytes_per_step"] == 0, broadcast
     hcsc = json.loads((tmp_path / "hcsc" / "metrics.json").read_text())
     assert (tmp_path / "hcsc" / "images" / "embedding_map.png").exists()  # both ranks' embeddings, drawn once
     assert hcsc["cluster/nonempty_0"] >= 1 and "test/knn_top1" in hcsc and "test/nmi" in hcsc

@@ -63,6 +63,7 @@ class MoCoV2(BaseModule):
     """
 
     compile_targets = ("encoder_q", "encoder_k")
+    ddp_broadcast_buffers = False  # the queue (gathered keys) and HCSC's hierarchy are identical on every rank
 
     def __init__(
         self,
