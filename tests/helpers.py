@@ -43,3 +43,18 @@ class RecordDDPBroadcast(pl.Callback):
             with open(self.path, "w") as handle:
                 json.dump({"wrapper": type(wrapper).__name__, "broadcast_buffers": broadcast,
                            "bytes_per_step": sum(buffers.values()), "names": sorted(buffers)}, handle)
+
+
+class RecordEpochDraws(pl.Callback):
+    """Append (epoch, 4 draws of torch.rand) at every training epoch's start to ``<path>.rank<r>`` (JSON lines)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import json
+
+        import torch
+
+        with open(f"{self.path}.rank{trainer.global_rank}", "a") as handle:
+            handle.write(json.dumps([trainer.current_epoch, torch.rand(4).tolist()]) + "\n")

@@ -121,14 +121,28 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_ddp_sim_two_processes_write_one_run_folder(make_cfg, tmp_path) -> None:
     from hydra.utils import instantiate
 
+    from callbacks.randomness import reseed, stream_seed
     from lightning_modules.components.restoration import RestorationMetrics
 
     run_dir = tmp_path / "runs" / "ddp"
-    cli("train.py", "experiment=nlcl_demo", "trainer=ddp_sim", *NLCL_TINY, "trainer.max_epochs=1",
-        "data.samples_per_epoch=8", "data.val_images=3", "print_config=false", "trainer.enable_progress_bar=false",
-        f"paths.log_dir={tmp_path}", f"hydra.run.dir={run_dir}")
+    common = ["experiment=nlcl_demo", "trainer=ddp_sim", *NLCL_TINY, "data.samples_per_epoch=8", "data.val_images=3",
+              "print_config=false", "trainer.enable_progress_bar=false", f"paths.log_dir={tmp_path}",
+              f"hydra.run.dir={run_dir}", "+callbacks.draws._target_=helpers.RecordEpochDraws",
+              f"+callbacks.draws.path={tmp_path / 'draws'}"]
+    cli("train.py", *common, "trainer.max_epochs=1", env={"PYTHONPATH": str(ROOT / "tests")})
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["ddp"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    # Resumed for a second epoch: every rank continues its own stream, as an uninterrupted run would.
+    cli("train.py", *common, "trainer.max_epochs=2", "ckpt_path=last", "test=false",
+        env={"PYTHONPATH": str(ROOT / "tests")})
+    draws = {rank: [json.loads(line) for line in (tmp_path / f"draws.rank{rank}").read_text().splitlines()]
+             for rank in (0, 1)}
+    for rank, lines in draws.items():
+        assert [epoch for epoch, _ in lines] == [0, 1]
+        for epoch, values in lines:
+            reseed(stream_seed(42, rank, epoch))
+            assert values == pytest.approx(torch.rand(4).tolist())
+    assert draws[0][0][1] != draws[1][0][1] and draws[0][1][1] != draws[1][1][1]  # ranks draw differently
     # The rainy-input scores depend on the data alone: the sharded, rank-reduced value equals one process's.
     datamodule = instantiate(make_cfg("experiment=nlcl_demo", *NLCL_TINY).data)
     datamodule.setup("test")
@@ -140,7 +154,8 @@ def test_ddp_sim_two_processes_write_one_run_folder(make_cfg, tmp_path) -> None:
     assert metrics["test/ssim_rainy"] == pytest.approx(float(expected["ssim_rainy"]), rel=1e-5)
     assert "test/psnr" in metrics
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert checkpoint["global_step"] == 2 * 2  # 8 samples / (2 ranks x batch 2) = 2 iterations, D + G each
+    # 8 samples / (2 ranks x batch 2) = 2 iterations an epoch, D + G each, 2 epochs (the second one resumed)
+    assert checkpoint["global_step"] == 2 * 2 * 2
     assert (run_dir / "images" / "test_grid.png").exists()
 
 
