@@ -4,8 +4,10 @@ During training: weighted kNN of the evaluation split against the training set (
 After testing: kNN, a linear probe on frozen features and clustering quality (NMI, AMI, Hungarian ACC) of the
 test split (``test/knn_top1``, ``test/linear_top1``, ``test/nmi``, ...).
 
-Under DDP every rank embeds its own shard; the memory bank is gathered, each rank scores its own queries and the
-correct counts are summed, so the numbers equal the single-process ones.
+Under DDP every rank embeds its own shard and keeps it: the queries are shared, each rank searches its part of the
+memory bank and the per-shard top-k are merged (``sharded_topk``), so the numbers equal the single-process ones
+while no rank holds the whole bank (on ImageNet, 1.28M x 2048 fp32 is 10.5 GB). Only the logistic-regression
+probe gathers the training features.
 """
 
 from __future__ import annotations
@@ -20,10 +22,15 @@ from pytorch_lightning.utilities import rank_zero_info
 from callbacks.base import ReportingCallback
 from callbacks.evaluation.clustering import clustering_scores
 from callbacks.evaluation.logistic import logistic_regression_probe
-from callbacks.evaluation.neighbours import knn_predict_many
+from callbacks.evaluation.neighbours import knn_memory_bytes, knn_vote, sharded_topk
 from datamodules.base import BaseDataModule, require_datamodule
 from lightning_modules.base import require
-from lightning_modules.components.distributed import all_reduce_sum, average_batchnorm_statistics, gather_variable
+from lightning_modules.components.distributed import (
+    all_reduce_sum,
+    average_batchnorm_statistics,
+    gather_variable,
+    world_size,
+)
 from lightning_modules.components.kmeans import spherical_kmeans
 
 
@@ -78,24 +85,35 @@ class RepresentationEvaluation(ReportingCallback):
 
     def _knn(self, pl_module: pl.LightningModule, bank: torch.Tensor, bank_labels: torch.Tensor,
              queries: torch.Tensor, labels: torch.Tensor, num_classes: int, stage: str) -> dict[str, float]:
-        """kNN accuracies of this rank's queries against the full bank, reduced over ranks."""
+        """kNN accuracies of every rank's queries against the bank, of which this rank holds ``bank`` (a shard)."""
+        queries, labels = gather_variable(queries), gather_variable(labels)
+        rows = torch.tensor([bank.shape[0]], device=bank.device)
+        all_reduce_sum(rows)
+        self._report_memory(bank.shape[0], queries.shape[0], bank.shape[1], int(rows))
+        sims, neighbour_labels = sharded_topk(bank, bank_labels, queries, max(self.knn_k))
+        all_scores = knn_vote(sims, neighbour_labels, num_classes, self.knn_k, self.knn_temperature)
         out = {}
-        all_scores = knn_predict_many(bank, bank_labels, queries, num_classes, self.knn_k, self.knn_temperature)
         for position, k in enumerate(self.knn_k):
-            scores = all_scores[k]
-            ranked = scores.argsort(dim=1, descending=True)
-            counts = torch.stack([(ranked[:, :1] == labels[:, None]).any(1).sum(),
-                                  (ranked[:, :5] == labels[:, None]).any(1).sum(),
-                                  torch.tensor(labels.shape[0], device=labels.device)]).float()
-            all_reduce_sum(counts)
+            ranked = all_scores[k].argsort(dim=1, descending=True)
             name = "knn" if position == 0 else f"knn{k}"
-            out[f"{stage}/{name}_top1"] = float(counts[0] / counts[2])
-            out[f"{stage}/{name}_top5"] = float(counts[1] / counts[2])
+            count = max(labels.shape[0], 1)
+            out[f"{stage}/{name}_top1"] = float((ranked[:, :1] == labels[:, None]).any(1).sum()) / count
+            out[f"{stage}/{name}_top5"] = float((ranked[:, :5] == labels[:, None]).any(1).sum()) / count
         return out
 
+    def _report_memory(self, shard_rows: int, queries: int, dim: int, bank_rows: int) -> None:
+        """Once a run: what the monitor holds per rank (the formula of ``knn_memory_bytes``), beside the whole bank."""
+        if getattr(self, "_memory_reported", False):
+            return
+        self._memory_reported = True
+        peak = knn_memory_bytes(shard_rows, queries, dim, max(self.knn_k), world_size()) / 2**20
+        whole = 4 * bank_rows * dim / 2**20
+        rank_zero_info(f"[contrastlab] kNN monitor: bank {bank_rows} x {dim} in {world_size()} shard(s) of "
+                       f"{shard_rows}; peak about {peak:.0f} MB a rank (the whole bank alone: {whole:.0f} MB)")
+
     def _bank(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[torch.Tensor, torch.Tensor]:
-        bank, labels = embed_loader(pl_module, trainer.datamodule.feature_dataloader("train"))
-        return gather_variable(bank), gather_variable(labels)
+        """This rank's shard of the training features (never gathered for kNN)."""
+        return embed_loader(pl_module, trainer.datamodule.feature_dataloader("train"))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         num_classes = self._num_classes(trainer)
@@ -131,9 +149,9 @@ class RepresentationEvaluation(ReportingCallback):
         bank, bank_labels = self._bank(trainer, pl_module)
         metrics = self._knn(pl_module, bank, bank_labels, local, local_labels, num_classes, "test")
         queries, labels = gather_variable(local), gather_variable(local_labels)
-        if self.logistic_regression:
-            probe = logistic_regression_probe(bank, bank_labels, queries, labels, num_classes, self.probe_epochs,
-                                              self.probe_lr)
+        if self.logistic_regression:  # the probe trains on every training feature: gathered here only
+            probe = logistic_regression_probe(gather_variable(bank), gather_variable(bank_labels), queries, labels,
+                                              num_classes, self.probe_epochs, self.probe_lr)
             metrics.update({"test/linear_top1": probe["top1"], "test/linear_top5": probe["top5"]})
         if self.clustering and queries.shape[0] >= num_classes:
             clusters = spherical_kmeans(queries, num_classes, iterations=50, restarts=3, distributed=False)

@@ -101,7 +101,9 @@ def clustering_and_knn(rank: int, world: int, port: int, out: str) -> None:
     evaluation = RepresentationEvaluation(knn_k=[3, 10])
     queries = data["queries"][rank::world]
     labels = data["query_labels"][rank::world]
-    knn = evaluation._knn(None, data["bank"], data["bank_labels"], queries, labels, 3, "val")
+    # Each rank holds a strided shard of the bank (as embed_loader leaves it) and its own queries.
+    knn = evaluation._knn(None, data["bank"][rank::world], data["bank_labels"][rank::world], queries, labels, 3,
+                          "val")
     torch.save({"assignments": torch.cat([gather_variable(lvl.assignments) for lvl in levels[:1]]),
                 "centroids": [lvl.centroids for lvl in levels], "phi": [lvl.concentration for lvl in levels],
                 "hierarchy": hierarchy.state_dict(), "knn": knn}, Path(out) / f"cluster{rank}.pt")
@@ -128,18 +130,18 @@ def rank_statistics(model: BNTrunk, rank: int) -> None:
 
 
 def bn_sync_and_knn(rank: int, world: int, port: int, out: str) -> None:
-    """Rank-specific BN statistics, averaged before evaluation; kNN of each rank's shard against the gathered bank."""
+    """Rank-specific BN statistics, averaged before evaluation; kNN of each rank's queries against the sharded bank."""
     init(rank, world, port)
     from callbacks.representation_eval import RepresentationEvaluation
-    from lightning_modules.components.distributed import average_batchnorm_statistics, gather_variable
+    from lightning_modules.components.distributed import average_batchnorm_statistics
 
     data = shared_data()
     model = BNTrunk().eval()
     rank_statistics(model, rank)
     average_batchnorm_statistics(model)
     with torch.no_grad():
-        bank = gather_variable(model.embed(data["bank"][rank::world]))
-        bank_labels = gather_variable(data["bank_labels"][rank::world])
+        bank = model.embed(data["bank"][rank::world])  # this rank's shard, never gathered
+        bank_labels = data["bank_labels"][rank::world]
         queries = model.embed(data["queries"][rank::world])
     knn = RepresentationEvaluation(knn_k=[3, 10])._knn(None, bank, bank_labels, queries,
                                                           data["query_labels"][rank::world], 3, "val")

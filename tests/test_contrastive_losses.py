@@ -116,9 +116,3 @@ def test_selective_prototype_loss_matches_a_loop(masking: str) -> None:
     with pytest.raises(ValueError, match="every level"):
         SelectivePrototypeLoss()(q, labels, centroids[:1], phis, candidates, masks)
 
-
-def test_the_old_moco_import_path_still_works() -> None:
-    from lightning_modules.hcsc.moco import MoCoV2 as Old
-    from lightning_modules.moco.module import MoCoV2
-
-    assert Old is MoCoV2

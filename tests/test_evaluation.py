@@ -156,3 +156,20 @@ def test_one_knn_pass_serves_every_k_like_separate_passes() -> None:
     many = knn_predict_many(bank, labels, queries, 4, [3, 20, 200], temperature=0.1, chunk=5)
     for k in (3, 20, 200):
         assert torch.allclose(many[k], knn_predict(bank, labels, queries, 4, k=k, temperature=0.1), atol=1e-6)
+
+
+def test_sharded_topk_and_vote_equal_the_one_pass_knn() -> None:
+    """On one process the sharded search is the plain top-k; a bank smaller than k pads with weight 0."""
+    from callbacks.evaluation.neighbours import knn_memory_bytes, knn_predict_many, knn_vote, sharded_topk
+
+    generator = torch.Generator().manual_seed(3)
+    bank, queries = torch.randn(40, 8, generator=generator), torch.randn(9, 8, generator=generator)
+    labels = torch.randint(0, 4, (40,), generator=generator)
+    for bank_rows in (40, 12):  # 12 < k = 20: fewer neighbours than asked, as knn_predict_many
+        sims, neighbour_labels = sharded_topk(bank[:bank_rows], labels[:bank_rows], queries, 20, chunk=4)
+        votes = knn_vote(sims, neighbour_labels, 4, [3, 20], temperature=0.1)
+        reference = knn_predict_many(bank[:bank_rows], labels[:bank_rows], queries, 4, [3, 20], temperature=0.1)
+        for k in (3, 20):
+            assert torch.allclose(votes[k], reference[k], atol=1e-6)
+    # ImageNet on 8 ranks: a 160,146-row shard, 50,000 queries, k = 200: about 5 GB a rank (the whole bank: 10.5 GB)
+    assert knn_memory_bytes(160_146, 50_000, 2048, 200, 8) < 5.1e9 < 4 * 1_281_167 * 2048

@@ -137,11 +137,14 @@ def test_optuna_search_three_trials_end_to_end(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_a_diverged_job_does_not_stop_the_sweep(tmp_path) -> None:
-    """optimized_metric set: the job that diverges leaves its status and NaN; the next job still runs."""
+    """A multirun through the CLI; optimized_metric set: the job that diverges leaves its status and NaN, the next
+    job still runs."""
     sweep_dir = tmp_path / "sweep"
     run("train.py", "-m", "experiment=nlcl_demo", *NLCL_FAST, "optimized_metric=val/psnr", "test=false",
         "+callbacks.poison._target_=helpers.PoisonWeightsAtEpoch", "+callbacks.poison.epoch=0,5",
         f"hydra.sweep.dir={sweep_dir}", f"paths.log_dir={tmp_path}", env={"PYTHONPATH": str(ROOT / "tests")})
+    for job, epoch in (("0", "0"), ("1", "5")):  # one folder per job, with its own overrides
+        assert f"+callbacks.poison.epoch={epoch}" in (sweep_dir / job / ".hydra" / "overrides.yaml").read_text()
     diverged = json.loads((sweep_dir / "0" / "metrics.json").read_text())
     assert diverged["status"] == "diverged"
     assert "val/psnr" in json.loads((sweep_dir / "1" / "metrics.json").read_text())

@@ -182,17 +182,6 @@ def test_ddp_sim_hcsc_and_dcodr_train_on_two_processes(tmp_path, tiny_cifar_root
     assert checkpoint["global_step"] == 86 // (2 * 4 * 2)  # 86 training images, 2 x 4 per rank, 2 ranks
 
 
-@pytest.mark.slow
-def test_multirun_sweep_through_the_cli(tmp_path) -> None:
-    cli("train.py", "-m", "experiment=nlcl_demo", "model.lambda_layer=0.0,1.0", *NLCL_TINY,
-        "trainer.fast_dev_run=true", "print_config=false", "trainer.enable_progress_bar=false",
-        f"paths.log_dir={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}")
-    for job, value in (("0", "0.0"), ("1", "1.0")):
-        assert (tmp_path / "sweep" / job / "metrics.json").exists()
-        overrides = (tmp_path / "sweep" / job / ".hydra" / "overrides.yaml").read_text()
-        assert f"model.lambda_layer={value}" in overrides
-
-
 def test_misspelled_key_on_the_cli_names_it() -> None:
     result = subprocess.run([sys.executable, "train.py", "trainer.max_epoch=2"], cwd=ROOT, capture_output=True,
                             text=True)

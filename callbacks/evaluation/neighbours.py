@@ -1,10 +1,13 @@
 """Nearest-neighbour evaluation on feature tensors: the weighted kNN classifier (InstDisc / DINO) and DCoDR's 1-NN
-retrieval (DCoDR Sec. 4; docs/references.md, D5). Features arrive extracted (and gathered across ranks)."""
+retrieval (DCoDR Sec. 4; docs/references.md, D5). Features arrive extracted; under DDP the kNN bank stays sharded
+(``sharded_topk``: each rank searches its own part, the per-shard top-k are merged)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from lightning_modules.components.distributed import gather, world_size
 
 
 @torch.no_grad()
@@ -46,6 +49,54 @@ def knn_predict_many(
             kept = min(k, widest)
             scores[k][start:start + chunk].scatter_add_(1, labels[:, :kept], weights[:, :kept])
     return scores
+
+
+@torch.no_grad()
+def sharded_topk(bank_shard: torch.Tensor, shard_labels: torch.Tensor, queries: torch.Tensor, k: int,
+                 chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarities and labels (Q, k) of every query's k nearest neighbours in the whole bank, sorted, when
+    each rank holds one shard of it and every rank has the same ``queries``: each rank takes its shard's top-k,
+    the (Q, k) candidates of all ranks are gathered and the best k kept. On one process: the bank's top-k.
+
+    Memory per rank: the shard (and its normalised copy), the queries, one ``chunk`` x shard similarity block and
+    ranks x Q x k candidates, instead of the whole bank on every rank. A bank smaller than k pads with
+    similarity -inf (weight 0).
+    """
+    bank = F.normalize(bank_shard.float(), dim=1)
+    queries = F.normalize(queries.float(), dim=1)
+    count = queries.shape[0]
+    sims = torch.full((count, k), float("-inf"), device=queries.device)
+    labels = torch.zeros((count, k), dtype=torch.long, device=queries.device)
+    local = min(k, bank.shape[0])
+    for start in range(0, count, chunk):
+        block_sims, block_index = (queries[start:start + chunk] @ bank.T).topk(local, dim=1)
+        sims[start:start + chunk, :local] = block_sims
+        labels[start:start + chunk, :local] = shard_labels[block_index]
+    ranks = world_size()
+    if ranks == 1:
+        return sims, labels
+    candidates = gather(sims).view(ranks, count, k).permute(1, 0, 2).reshape(count, ranks * k)
+    candidate_labels = gather(labels).view(ranks, count, k).permute(1, 0, 2).reshape(count, ranks * k)
+    best, where = candidates.topk(k, dim=1)
+    return best, candidate_labels.gather(1, where)
+
+
+def knn_vote(sims: torch.Tensor, labels: torch.Tensor, num_classes: int, ks: list[int],
+             temperature: float = 0.07) -> dict[int, torch.Tensor]:
+    """``{k: class scores (Q, C)}`` of the weighted vote exp(sim / T) of the first k of sorted neighbours."""
+    weights = (sims / temperature).exp()  # exp(-inf) = 0 for padding
+    scores = {}
+    for k in ks:
+        kept = min(k, sims.shape[1])
+        scores[k] = torch.zeros(sims.shape[0], num_classes, device=sims.device).scatter_add_(
+            1, labels[:, :kept], weights[:, :kept])
+    return scores
+
+
+def knn_memory_bytes(shard_rows: int, queries: int, dim: int, k: int, ranks: int, chunk: int = 1024) -> int:
+    """Peak bytes ``sharded_topk`` holds on one rank (fp32 features): the shard and its normalised copy, the
+    gathered queries and their normalised copy, one similarity block, and the gathered candidates (float + long)."""
+    return 4 * (2 * shard_rows * dim + 2 * queries * dim + min(chunk, queries) * shard_rows) + 12 * ranks * queries * k
 
 
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, topk: tuple[int, ...] = (1, 5)) -> dict[int, float]:

@@ -2,7 +2,8 @@
 
 E-step, at the start of every epoch after ``warmup_epochs`` (HCSC Sec. 3.2; docs/references.md, H1):
     features of every training image (momentum encoder, centre crops, 128-d, unit norm)
-    -> spherical k-means 3000 -> 2000 -> 1000 (upper levels cluster the prototypes below)
+    -> k-means 3000 -> 2000 -> 1000 (upper levels cluster the prototypes below; by default the official faiss
+       rule: L2 on the unit-norm features, raw centroids, phi from the distances; ``kmeans_metric: spherical``)
     -> prototypes c^l, concentrations phi^l, labels a_l(i), parent probabilities.
 Training step (HCSC Sec. 3.3, Eq. 4-8; docs/references.md, H2):
     L_ins   = sum_l CE([q.k, (q.n_j) s^l_ij] / t),     s^l_ij ~ Bernoulli(1 - P_l(a_l(i) | n_j))
