@@ -7,10 +7,7 @@ import copy
 import json
 import logging
 import math
-import os
-import secrets
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,31 +19,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
+from contrastlab.run_ids import run_id
 from lightning_modules.base import BaseModule
 
-_STARTED = time.strftime("%Y-%m-%d_%H-%M-%S")
-_SUFFIX = secrets.token_hex(3)  # drawn once per process: two runs started in the same second never share a folder
 log = logging.getLogger("contrastlab")
-
-
-def run_id() -> str:
-    """One id per run, identical on every rank of that run, different between runs.
-
-    Under SLURM: ``slurm-<job>[_<array task>][-step<n>]``; every rank of an ``srun`` step computes the same id,
-    and a requeued job (same job id, ``SLURM_RESTART_COUNT`` > 0) finds its own folder and resumes there (see
-    ``contrastlab.checkpoints``). Under torchrun: its rendezvous id. Otherwise the start time plus a random
-    suffix; Lightning's own DDP launcher passes the resolved folder to the processes it starts.
-    """
-    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
-    if job:
-        task = os.environ.get("SLURM_ARRAY_TASK_ID")
-        step = os.environ.get("SLURM_STEP_ID", "")
-        step_part = f"-step{step}" if step.isdigit() and int(step) < 0xFFFFFFF0 else ""  # not batch/extern
-        return f"slurm-{job}" + (f"_{task}" if task else "") + step_part
-    elastic = os.environ.get("TORCHELASTIC_RUN_ID", "")
-    if elastic and elastic != "none":
-        return f"torchrun-{elastic}"
-    return f"{_STARTED}_{_SUFFIX}"
 
 
 def ddp_strategy(base: str, find_unused_parameters: bool) -> str:

@@ -78,7 +78,7 @@ def test_a_fresh_run_never_adopts_another_runs_checkpoints(make_cfg, tmp_path, m
 
 
 def test_run_ids_are_unique_and_slurm_ids_are_shared(monkeypatch) -> None:
-    from contrastlab import run as run_module
+    from contrastlab import run_ids as run_module
 
     for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_STEP_ID", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(key, raising=False)
@@ -301,3 +301,27 @@ def test_the_tests_do_not_inherit_hydra_full_error() -> None:
     import os
 
     assert "HYDRA_FULL_ERROR" not in CLEAN_ENV and "HYDRA_FULL_ERROR" not in os.environ
+
+
+def test_static_torchrun_nodes_share_rank_zeros_run_id(monkeypatch) -> None:
+    """torchrun --nnodes=2 --node-rank=i --master-addr=...: the run id is "none", so every node would name its own
+    folder; rank 0's id goes to every rank through the rendezvous store (here a store the test hosts)."""
+    import threading
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from contrastlab import run_ids
+
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, timeout=timedelta(seconds=60))  # torchrun's agent store
+    for key, value in (("TORCHELASTIC_RUN_ID", "none"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1"),
+                       ("MASTER_PORT", str(store.port)), ("RANK", "0"), ("TORCHELASTIC_RESTART_COUNT", "0")):
+        monkeypatch.setenv(key, value)
+    for key in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID"):
+        monkeypatch.delenv(key, raising=False)
+    received: list[str] = []
+    other_node = threading.Thread(target=lambda: received.append(run_ids.rank_zero_run_id("node-1-id", rank=1)))
+    other_node.start()  # waits for rank 0's id
+    own = run_ids.run_id()
+    other_node.join()
+    assert own == f"{run_ids._STARTED}_{run_ids._SUFFIX}" and received == [own]
