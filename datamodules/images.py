@@ -7,7 +7,7 @@ skips a file: a dataset that lost images without telling is worse than one that 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -86,13 +86,6 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise MissingPathError(f"image file '{path}' does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(f"cannot read image '{path}': {error}") from error
-
-
-def verify_images(paths: Iterable[Path]) -> None:
-    """Decode every file (in parallel); raise naming the first that does not, before any training starts."""
-    from datamodules.verify import check_images
-
-    check_images(list(paths), "error")
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from lightning_modules.base import BaseModule, OptimizerFactory
-from lightning_modules.components.restoration import RestorationMetrics
+from lightning_modules.components.restoration_eval import RestorationMetrics
 
 
 class RestorationModule(BaseModule):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.images import ImageReadError, list_images, load_rgb, verify_images
+from datamodules.images import ImageReadError, list_images, load_rgb
 from datamodules.rain import (
     FolderSplits,
     FullImageDataset,
@@ -20,6 +20,7 @@ from datamodules.rain import (
 )
 from datamodules.rain_synthesis import RainSynthesizer
 from datamodules.sampling import ShardSampler
+from datamodules.verify import check_images
 
 
 def write(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
@@ -48,7 +49,7 @@ def test_corrupt_image_is_reported_by_name_before_training(tmp_path: Path, paire
     with pytest.raises(ImageReadError, match="broken.png"):
         load_rgb(bad)
     with pytest.raises(ImageReadError, match="broken.png"):
-        verify_images([bad])
+        check_images([bad], "error")
     dm = RainDataModule(FolderSplits(rainy_dir=str(bad.parent), clean_dir=str(paired_rain_dir / "target")),
                         crop_size=32)
     with pytest.raises(ImageReadError, match="broken.png"):

@@ -205,7 +205,7 @@ def test_user_errors_are_one_line_without_a_traceback(tmp_path, args, expected) 
 
 
 def test_restoration_metrics_are_fp32_under_bf16_autocast() -> None:
-    from lightning_modules.components.restoration import RestorationMetrics
+    from lightning_modules.components.restoration_eval import RestorationMetrics
 
     g = torch.Generator().manual_seed(0)
     target = torch.rand(2, 3, 40, 40, generator=g)

@@ -122,7 +122,7 @@ def test_ddp_sim_two_processes_write_one_run_folder(make_cfg, tmp_path) -> None:
     from hydra.utils import instantiate
 
     from callbacks.randomness import reseed, stream_seed
-    from lightning_modules.components.restoration import RestorationMetrics
+    from lightning_modules.components.restoration_eval import RestorationMetrics
 
     run_dir = tmp_path / "runs" / "ddp"
     common = ["experiment=nlcl_demo", "trainer=ddp_sim", *NLCL_TINY, "data.samples_per_epoch=8", "data.val_images=3",

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_modules.base import OptimizerFactory, trainable
-from lightning_modules.components.restoration import tiled_apply
+from lightning_modules.components.restoration_eval import tiled_apply
 from lightning_modules.components.weights import load_matching_weights
 from lightning_modules.nlcl.losses import LayerContrastLoss, PatchNCELoss, lsgan_loss
 from lightning_modules.nlcl.networks import LayerGenerator, PatchDiscriminator, ProjectionHeads
