@@ -264,7 +264,7 @@ def plot_metric(groups: Sequence[Group], metric: str, path: Path) -> Path:
     axis.set_xticks(range(len(shown)), [g.label for g in shown], rotation=20 if len(shown) > 3 else 0, ha="right"
                     if len(shown) > 3 else "center", fontsize=8)
     axis.set_ylabel(metric)
-    axis.set_title(f"{metric}: seeds (points, labelled) and mean ± std")
+    axis.set_title(f"{metric}: seeds (points, labelled) and mean ± std", fontsize=9)
     axis.grid(alpha=0.3, axis="y")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
