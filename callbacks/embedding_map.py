@@ -26,11 +26,15 @@ from lightning_modules.components.distributed import gather_variable
 METHODS = ("auto", "tsne", "umap")
 
 
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"callbacks.embedding_map.method must be one of {', '.join(METHODS)}, got {method!r}")
+
+
 def project_2d(features: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
     """(n, d) features -> (n, 2) coordinates, and the name of the projection used. ``auto``: UMAP when
     ``umap-learn`` is installed, t-SNE otherwise."""
-    if method not in METHODS:
-        raise ConfigError(f"callbacks.embedding_map.method must be one of {', '.join(METHODS)}, got {method!r}")
+    check_method(method)
     if method in ("auto", "umap"):
         try:
             import umap
@@ -96,8 +100,7 @@ class EmbeddingMap(ArtifactCallback):
     def __init__(self, colour_by: Sequence[str] = ("label",), max_points: int = 1000, method: str = "auto",
                  seed: int = 0, filename: str = "embedding_map.png") -> None:
         super().__init__()
-        if method not in METHODS:
-            raise ConfigError(f"callbacks.embedding_map.method must be one of {', '.join(METHODS)}, got {method!r}")
+        check_method(method)  # at set-up, not after training
         self.colour_by, self.max_points, self.method = list(colour_by), max_points, method
         self.seed, self.filename = seed, filename
         self._embeddings: list[torch.Tensor] = []

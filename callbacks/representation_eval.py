@@ -67,6 +67,7 @@ class RepresentationEvaluation(ReportingCallback):
         self.knn_k, self.knn_temperature, self.every_n_epochs = list(knn_k), knn_temperature, every_n_epochs
         self.logistic_regression, self.probe_epochs, self.probe_lr = logistic_regression, probe_epochs, probe_lr
         self.clustering = clustering
+        self._memory_reported = False
         self._test: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def summary_lines(self, metrics: dict[str, float]) -> list[str]:
@@ -87,9 +88,7 @@ class RepresentationEvaluation(ReportingCallback):
              queries: torch.Tensor, labels: torch.Tensor, num_classes: int, stage: str) -> dict[str, float]:
         """kNN accuracies of every rank's queries against the bank, of which this rank holds ``bank`` (a shard)."""
         queries, labels = gather_variable(queries), gather_variable(labels)
-        rows = torch.tensor([bank.shape[0]], device=bank.device)
-        all_reduce_sum(rows)
-        self._report_memory(bank.shape[0], queries.shape[0], bank.shape[1], int(rows))
+        self._report_memory(bank, queries.shape[0])
         sims, neighbour_labels = sharded_topk(bank, bank_labels, queries, max(self.knn_k))
         all_scores = knn_vote(sims, neighbour_labels, num_classes, self.knn_k, self.knn_temperature)
         out = {}
@@ -101,11 +100,15 @@ class RepresentationEvaluation(ReportingCallback):
             out[f"{stage}/{name}_top5"] = float((ranked[:, :5] == labels[:, None]).any(1).sum()) / count
         return out
 
-    def _report_memory(self, shard_rows: int, queries: int, dim: int, bank_rows: int) -> None:
-        """Once a run: what the monitor holds per rank (the formula of ``knn_memory_bytes``), beside the whole bank."""
-        if getattr(self, "_memory_reported", False):
+    def _report_memory(self, bank: torch.Tensor, queries: int) -> None:
+        """Once a run (the same call on every rank): what the monitor holds per rank (``knn_memory_bytes``), beside
+        the whole bank."""
+        if self._memory_reported:
             return
         self._memory_reported = True
+        shard_rows, dim = bank.shape
+        rows = all_reduce_sum(torch.tensor([shard_rows], device=bank.device))
+        bank_rows = int(rows)
         peak = knn_memory_bytes(shard_rows, queries, dim, max(self.knn_k), world_size()) / 2**20
         whole = 4 * bank_rows * dim / 2**20
         rank_zero_info(f"[contrastlab] kNN monitor: bank {bank_rows} x {dim} in {world_size()} shard(s) of "
