@@ -24,7 +24,13 @@ from omegaconf import DictConfig  # noqa: E402
 
 from callbacks.base import ArtifactCallback, ReportingCallback  # noqa: E402
 from callbacks.checkpointing import weights_are_finite  # noqa: E402
-from contrastlab.checkpoints import newest_checkpoint, read_progress, resolve_ckpt_path  # noqa: E402
+from contrastlab.checkpoints import (  # noqa: E402
+    checkpoints_trusted,
+    newest_checkpoint,
+    read_progress,
+    resolve_ckpt_path,
+    trust_checkpoints,
+)
 from contrastlab.errors import ConfigError, DivergenceError, report_user_errors  # noqa: E402
 from contrastlab.loggers import HistoryCSVLogger, truncate_csv_history  # noqa: E402
 from contrastlab.run import (  # noqa: E402
@@ -49,6 +55,7 @@ register_resolvers()
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured model; return the final metrics."""
     output_dir = cfg.paths.output_dir
+    trust_checkpoints(cfg.get("trust_checkpoint", False))
     # Before anything is built or written: a wrong ckpt_path fails here, and a fresh run never adopts a folder
     # that holds another run's checkpoints.
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir) if cfg.train else None
@@ -79,7 +86,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.test and has_test:
         # The final weights are evaluated (the papers select no checkpoint on held-out data).
         ckpt = None if cfg.train or not cfg.get("ckpt_path") else resolve_ckpt_path(cfg.ckpt_path, output_dir)
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=not checkpoints_trusted())
         metrics.update(scalar_metrics(trainer.callback_metrics))
 
     if trainer.is_global_zero:
@@ -92,7 +99,7 @@ def fit(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.Lightning
         output_dir: str) -> None:
     """``trainer.fit``; a diverged run leaves ``metrics.json`` with its status and stops with one clear line."""
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not checkpoints_trusted())
     except Exception as error:
         diverged = error if isinstance(error, DivergenceError) else None
         if diverged is None and not weights_are_finite(model):  # e.g. NaN weights break a sampler first

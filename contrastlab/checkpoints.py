@@ -6,20 +6,48 @@
   exception snapshot of the same step; an exception snapshot older than a complete checkpoint never wins.
 * ``ckpt_path=null``: a fresh run. In a folder that already holds checkpoints it stops (it never restores what it
   did not write), except for a requeued SLURM job (``SLURM_RESTART_COUNT`` > 0), which continues its own run.
+
+No checkpoint runs code on load: every file is read with ``torch.load(weights_only=True)`` (tensors, numbers,
+strings and plain containers), which holds every checkpoint this project writes and the official MoCo v2 / HCSC /
+NLCL releases. A file that needs full unpickling stops with one line, unless the run opts in with
+``trust_checkpoint=true`` (``trust_checkpoints``), set by ``train.py`` / ``eval.py`` before anything is built.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
-from contrastlab.errors import CheckpointError
+from contrastlab.errors import CheckpointError, UntrustedCheckpointError
 
 EXCEPTION_FILENAME = "on_exception"  # written by callbacks.checkpointing.ExceptionCheckpoint
+TRUST_KEY = "trust_checkpoint"
+_policy = {"trust": False}  # process-wide: every rank runs train.py / eval.py and sets it from its config
+
+
+def trust_checkpoints(enabled: bool) -> None:
+    """Allow (``True``) or forbid (the default) full unpickling of checkpoint files in this process."""
+    _policy["trust"] = bool(enabled)
+
+
+def checkpoints_trusted() -> bool:
+    """Whether this process may fully unpickle checkpoint files (``trust_checkpoint=true``)."""
+    return _policy["trust"]
+
+
+def load_checkpoint(path: str | Path, key: str, mmap: bool = False) -> Any:
+    """The content of a checkpoint file, read without running code unless ``trust_checkpoint=true`` was given."""
+    try:
+        return torch.load(path, map_location="cpu", mmap=mmap, weights_only=not checkpoints_trusted())
+    except pickle.UnpicklingError:
+        raise UntrustedCheckpointError(f"'{path}' (config key `{key}`) holds Python objects beyond tensors and plain "
+                              "containers, and unpickling them can run code: load it only if you trust where it "
+                              f"comes from, with `{TRUST_KEY}=true`") from None
 
 
 def checkpoint_files(run_dir: str | Path) -> list[Path]:
@@ -31,7 +59,9 @@ def checkpoint_files(run_dir: str | Path) -> list[Path]:
 def read_progress(path: Path) -> tuple[int, int] | None:
     """``(global_step, epoch)`` of a checkpoint, or None when the file cannot be read (cut short by a kill)."""
     try:
-        state: dict[str, Any] = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        state: dict[str, Any] = load_checkpoint(path, "ckpt_path", mmap=True)
+    except UntrustedCheckpointError:
+        raise
     except Exception as error:  # a truncated or foreign file is skipped, never restored
         rank_zero_warn(f"skipping unreadable checkpoint '{path}': {error}")
         return None
@@ -79,4 +109,6 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: str | Path, key: str = "ck
     path = Path(ckpt_path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{ckpt_path}' does not exist (config key `{key}`)")
+    if read_progress(path) is None:  # a file that needs unpickling stops here too, before anything is built
+        raise CheckpointError(f"checkpoint '{ckpt_path}' (config key `{key}`) cannot be read (see the warning above)")
     return str(path)

@@ -36,6 +36,10 @@ class CheckpointError(UserError, FileNotFoundError):
     """A checkpoint to resume or evaluate is missing, or a run folder already belongs to another run."""
 
 
+class UntrustedCheckpointError(CheckpointError):
+    """A checkpoint needs full unpickling (which can run code) and the run did not say ``trust_checkpoint=true``."""
+
+
 class WeightsMismatchError(UserError, KeyError):
     """A weights file lacks (or has other shapes for) the weights of the network it is loaded into."""
 

@@ -96,7 +96,7 @@ def test_checkpoint_round_trip_restores_queue_prototypes_and_assignments(folder:
     state = model.state_dict()
     restored = hcsc(warmup_epochs=0)
     assert not restored.hierarchy.ready
-    restored.load_state_dict(torch.load(path, weights_only=False)["state_dict"])
+    restored.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
     for key, value in state.items():
         if key.startswith(("queue.", "hierarchy.")):
             assert torch.equal(restored.state_dict()[key], value), key

@@ -68,7 +68,7 @@ def test_hcsc_with_views_made_on_the_device(make_cfg, tiny_imagenet_root) -> Non
 
 
 def last_checkpoint(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
 def test_resume_after_a_kill_continues_steps_optimiser_and_schedule(make_cfg, tmp_path) -> None:
@@ -153,7 +153,7 @@ def test_ddp_sim_two_processes_write_one_run_folder(make_cfg, tmp_path) -> None:
     assert metrics["test/psnr_rainy"] == pytest.approx(float(expected["psnr_rainy"]), rel=1e-5)
     assert metrics["test/ssim_rainy"] == pytest.approx(float(expected["ssim_rainy"]), rel=1e-5)
     assert "test/psnr" in metrics
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     # 8 samples / (2 ranks x batch 2) = 2 iterations an epoch, D + G each, 2 epochs (the second one resumed)
     assert checkpoint["global_step"] == 2 * 2 * 2
     assert (run_dir / "images" / "test_grid.png").exists()
@@ -178,7 +178,7 @@ def test_ddp_sim_hcsc_and_dcodr_train_on_two_processes(tmp_path, tiny_cifar_root
         *common, f"hydra.run.dir={tmp_path / 'dcodr'}")
     dcodr = json.loads((tmp_path / "dcodr" / "metrics.json").read_text())
     assert {"test/domain_acc", "test/retrieval_domain_top1", "train/reconstruction"} <= set(dcodr)
-    checkpoint = torch.load(tmp_path / "dcodr" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint = torch.load(tmp_path / "dcodr" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 86 // (2 * 4 * 2)  # 86 training images, 2 x 4 per rank, 2 ranks
 
 

@@ -5,7 +5,8 @@ Every pretrained-weight option (``model.backbone.checkpoint``, ``model.encoder.h
 with the network's own names after a leading run of the given ``prefixes`` is stripped (``module.`` of DDP,
 ``encoder_q.`` of MoCo, ``G_R.`` of the network's place in a project checkpoint, ...), so a prefix the network
 does not ask for (``G_B.`` when loading G_R) never matches. Loading is strict: every weight of the network must
-be found with its shape, or the error names the checkpoint, the config key and what is missing.
+be found with its shape, or the error names the checkpoint, the config key and what is missing. Files are read
+with ``weights_only=True`` (no code runs) unless the run says ``trust_checkpoint=true``.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from contrastlab.checkpoints import load_checkpoint
 from contrastlab.errors import CheckpointError, MissingPathError, WeightsMismatchError
 
 
 def read_state_dict(path: str | Path, key: str) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file: a Lightning / MoCo ``state_dict`` entry or a bare state dict."""
+    """The tensors of a checkpoint file: a Lightning / MoCo ``state_dict`` entry or a bare state dict (read without
+    running code unless ``trust_checkpoint=true``: ``contrastlab.checkpoints.load_checkpoint``)."""
     path = Path(path)
     if not path.is_file():
         raise MissingPathError(f"checkpoint '{path}' does not exist (config key `{key}`)")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint(path, key)
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise CheckpointError(f"'{path}' holds no state dict (config key `{key}`)")
