@@ -2,6 +2,7 @@
 
     python eval.py experiment=nlcl_rain100l data.root=../shared/data/rain100l ckpt_path=<run>/checkpoints/last.ckpt
     python eval.py experiment=nlcl_official mode=predict data.predict_dir=<rainy folder>   # released weights
+    python eval.py mode=export ckpt_path=<checkpoint> export.format=torchvision|detectron2 export.arch=resnet50
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from callbacks.base import ArtifactCallback  # noqa: E402
+from contrastlab.checkpoints import checkpoints_trusted, load_checkpoint, trust_checkpoints  # noqa: E402
 from contrastlab.errors import CheckpointError, ConfigError, report_user_errors  # noqa: E402
+from contrastlab.export import export_trunk  # noqa: E402
 from contrastlab.run import (  # noqa: E402
     instantiate_group,
     instantiate_loggers,
@@ -32,12 +35,24 @@ register_resolvers()
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Run ``trainer.test`` (mode=test) or ``trainer.predict`` (mode=predict) and write ``metrics.json``."""
-    if cfg.mode not in ("test", "predict"):
-        raise ConfigError(f"`mode` must be test or predict, got {cfg.mode!r}")
+    """Run ``trainer.test`` (mode=test), ``trainer.predict`` (mode=predict) or write the trunk in another layout
+    (mode=export); write ``metrics.json``."""
+    if cfg.mode not in ("test", "predict", "export"):
+        raise ConfigError(f"`mode` must be test, predict or export, got {cfg.mode!r}")
+    trust_checkpoints(cfg.get("trust_checkpoint", False))
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).is_file():
         raise CheckpointError(f"checkpoint '{ckpt_path}' does not exist (config key `ckpt_path`)")
+    if cfg.mode == "export":
+        if not ckpt_path:
+            raise ConfigError("`mode=export` needs `ckpt_path` (a pretraining run's checkpoint or a released one)")
+        target = export_trunk(ckpt_path, cfg.export.format, cfg.export.arch, Path(cfg.paths.output_dir) / "export",
+                              cfg.export.num_classes, cfg.seed)
+        metrics = {"export/bytes": float(target.stat().st_size)}
+        write_metrics(metrics, cfg.paths.output_dir)
+        return metrics
+    if ckpt_path:
+        load_checkpoint(ckpt_path, "ckpt_path")  # an untrusted pickle stops here in one line, before any set-up
     pl.seed_everything(cfg.seed, workers=True)
     datamodule: pl.LightningDataModule = instantiate(cfg.data)
     model: pl.LightningModule = instantiate(cfg.model)
@@ -48,10 +63,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     metrics: dict[str, float] = {}
     if cfg.mode == "test":
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not checkpoints_trusted())
         metrics = scalar_metrics(trainer.callback_metrics)
     else:
-        trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
+        trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False,
+                        weights_only=not checkpoints_trusted())
         written = [p for c in trainer.callbacks if isinstance(c, ArtifactCallback) for p in c.written]
         metrics = {"predict/images": float(len(written))}
         if written and trainer.is_global_zero:

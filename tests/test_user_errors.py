@@ -147,3 +147,27 @@ def test_train_refuses_an_untrusted_checkpoint_in_one_line(tmp_path) -> None:
     assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
     assert "trust_checkpoint=true" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "code_ran").exists()
+
+
+def test_export_writes_a_strict_torchvision_trunk_and_detectron2_names(tmp_path) -> None:
+    import pickle
+
+    import torchvision
+
+    trunk = write_official_moco_checkpoint(tmp_path / "moco.pth.tar", arch="resnet50")
+    for fmt in ("torchvision", "detectron2"):
+        result = subprocess.run([sys.executable, "eval.py", "mode=export", f"ckpt_path={tmp_path / 'moco.pth.tar'}",
+                                 f"export.format={fmt}", "export.arch=resnet50", f"hydra.run.dir={tmp_path / fmt}"],
+                                cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-2000:]
+    exported = torch.load(tmp_path / "torchvision" / "export" / "resnet50_torchvision.pth", weights_only=True)
+    net = torchvision.models.resnet50()
+    net.load_state_dict(exported, strict=True)
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in trunk.items())
+    with open(tmp_path / "detectron2" / "export" / "resnet50_detectron2.pkl", "rb") as handle:
+        converted = pickle.load(handle)  # the file this test's export just wrote
+    names = set(converted["model"])
+    assert converted["matching_heuristics"] is True and len(names) == len(trunk)
+    assert {"stem.conv1.weight", "stem.conv1.norm.running_mean", "res2.0.conv1.norm.weight", "res2.0.shortcut.weight",
+            "res2.0.shortcut.norm.running_var", "res5.2.conv3.norm.bias", "res4.5.conv2.weight"} <= names
+    assert not any(n.startswith(("fc", "stem.fc")) or "layer" in n or ".bn" in n for n in names)
