@@ -58,15 +58,22 @@ class RepresentationEvaluation(ReportingCallback):
         logistic_regression: train a logistic regression on the cached frozen features (``test/linear_*``;
             the full linear-evaluation protocol is ``experiment=linear_*``).
         probe_epochs / probe_lr: its schedule.
-        clustering: k-means (k = number of classes) on the test embeddings: NMI, AMI, ACC.
+        clustering: spherical k-means on the embeddings: NMI, AMI, ACC (Hungarian, one cluster per class).
+        cluster_k: the numbers of clusters (None: the number of classes). k = classes is logged as ``test/nmi``
+            ..., any other k as ``test/nmi_k<k>`` ... (the HCSC README: 25,000 and 1,000 on ImageNet).
+        cluster_split: ``test`` (the held-out embeddings) or ``train`` (the training set, k-means distributed
+            over the ranks' shards, as HCSC clusters ImageNet's training images).
     """
 
     def __init__(self, knn_k: Sequence[int] = (20, 200), knn_temperature: float = 0.07, every_n_epochs: int = 1,
                  logistic_regression: bool = True, probe_epochs: int = 100, probe_lr: float = 0.1,
-                 clustering: bool = True) -> None:
+                 clustering: bool = True, cluster_k: Sequence[int] | None = None,
+                 cluster_split: str = "test") -> None:
+        if cluster_split not in ("test", "train"):
+            raise ValueError(f"`cluster_split` must be test or train, got {cluster_split!r}")
         self.knn_k, self.knn_temperature, self.every_n_epochs = list(knn_k), knn_temperature, every_n_epochs
         self.logistic_regression, self.probe_epochs, self.probe_lr = logistic_regression, probe_epochs, probe_lr
-        self.clustering = clustering
+        self.clustering, self.cluster_k, self.cluster_split = clustering, cluster_k, cluster_split
         self._memory_reported = False
         self._test: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -133,6 +140,23 @@ class RepresentationEvaluation(ReportingCallback):
         metrics = self._knn(pl_module, bank, bank_labels, queries, labels, num_classes, "val")
         pl_module.log_dict(metrics, on_step=False, on_epoch=True)  # identical on every rank (reduced counts)
 
+    def _cluster_scores(self, points: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                        sharded: bool) -> dict[str, float]:
+        """NMI / AMI / ACC of k-means at every ``cluster_k``; ``sharded``: each rank holds its own part of the points
+        (the k-means statistics are all-reduced, the assignments gathered for scoring)."""
+        total = int(all_reduce_sum(torch.tensor([points.shape[0]], device=points.device))) if sharded else len(points)
+        metrics = {}
+        for k in self.cluster_k or [num_classes]:
+            if total < k:
+                rank_zero_info(f"[contrastlab] clustering at k={k} skipped: only {total} points")
+                continue
+            clusters = spherical_kmeans(points, k, iterations=50, restarts=3, distributed=sharded)
+            assignments = gather_variable(clusters.assignments) if sharded else clusters.assignments
+            truth = gather_variable(labels) if sharded else labels
+            suffix = "" if k == num_classes else f"_k{k}"
+            metrics |= {f"test/{name}{suffix}": value for name, value in clustering_scores(assignments, truth).items()}
+        return metrics
+
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._test = []
 
@@ -156,9 +180,8 @@ class RepresentationEvaluation(ReportingCallback):
             probe = logistic_regression_probe(gather_variable(bank), gather_variable(bank_labels), queries, labels,
                                               num_classes, self.probe_epochs, self.probe_lr)
             metrics.update({"test/linear_top1": probe["top1"], "test/linear_top5": probe["top5"]})
-        if self.clustering and queries.shape[0] >= num_classes:
-            clusters = spherical_kmeans(queries, num_classes, iterations=50, restarts=3, distributed=False)
-            for name, value in clustering_scores(clusters.assignments, labels).items():
-                metrics[f"test/{name}"] = value
+        if self.clustering:
+            points, point_labels = (queries, labels) if self.cluster_split == "test" else (bank, bank_labels)
+            metrics.update(self._cluster_scores(points, point_labels, num_classes, self.cluster_split == "train"))
         pl_module.log_dict(metrics)  # identical on every rank
         self._test = []

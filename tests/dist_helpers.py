@@ -104,7 +104,10 @@ def clustering_and_knn(rank: int, world: int, port: int, out: str) -> None:
     # Each rank holds a strided shard of the bank (as embed_loader leaves it) and its own queries.
     knn = evaluation._knn(None, data["bank"][rank::world], data["bank_labels"][rank::world], queries, labels, 3,
                           "val")
+    clusters = RepresentationEvaluation(cluster_k=[3, 5], cluster_split="train")._cluster_scores(
+        data["bank"][rank * 15:(rank + 1) * 15], data["bank_labels"][rank * 15:(rank + 1) * 15], 3, sharded=True)
     torch.save({"assignments": torch.cat([gather_variable(lvl.assignments) for lvl in levels[:1]]),
+                "clusters": clusters,
                 "centroids": [lvl.centroids for lvl in levels], "phi": [lvl.concentration for lvl in levels],
                 "hierarchy": hierarchy.state_dict(), "knn": knn}, Path(out) / f"cluster{rank}.pt")
     finish()

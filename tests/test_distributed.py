@@ -59,6 +59,8 @@ def test_kmeans_prototypes_and_knn_match_one_process(tmp_path) -> None:
     hierarchy.update(levels, torch.arange(60), 60, distributed=False)
     knn = RepresentationEvaluation(knn_k=[3, 10])._knn(None, data["bank"], data["bank_labels"], data["queries"],
                                                         data["query_labels"], 3, "val")
+    clusters = RepresentationEvaluation(cluster_k=[3, 5])._cluster_scores(data["bank"], data["bank_labels"], 3,
+                                                                          sharded=False)
     for r in ranks:
         assert torch.equal(r["assignments"], levels[0].assignments)
         for ours, theirs in zip(r["centroids"], [lvl.centroids for lvl in levels]):
@@ -68,6 +70,8 @@ def test_kmeans_prototypes_and_knn_match_one_process(tmp_path) -> None:
         for key, value in hierarchy.state_dict().items():
             assert torch.allclose(r["hierarchy"][key].float(), value.float(), atol=1e-5), key
         assert r["knn"] == pytest.approx(knn)
+        assert r["clusters"] == pytest.approx(clusters) and set(clusters) == {
+            "test/nmi", "test/ami", "test/acc", "test/nmi_k5", "test/ami_k5", "test/acc_k5"}
 
 
 def test_collectives_are_identities_on_one_process() -> None:
