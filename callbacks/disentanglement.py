@@ -5,7 +5,9 @@ Informativeness: how well each content factor is predicted (higher is better); a
 landmarks) is regressed instead, scored by its mean absolute error ``test/<factor>_l1`` (lower is better; the
 error of predicting the training median is ``test/<factor>_l1_baseline``). Probes: the paper's MLP with early
 stopping (``test/<target>_acc``), a linear probe (``test/<target>_linear_acc``) and 1-nearest-neighbour retrieval
-of every test image among all images (``test/retrieval_<target>_top1``). Probes train on the training split's
+of every test image among all images: exact matches per target (``test/retrieval_<target>_top1``) and the
+official score with tolerances and a joint all-factors match (``test/official_retrieval_<factor>``,
+``test/official_retrieval_all``; DCoDR ``retrieval_utils.py``). Probes train on the training split's
 codes and are scored on the held-out split. Rank 0 runs the probes; every rank embeds its own shard.
 """
 
@@ -19,7 +21,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from callbacks.base import ReportingCallback
 from callbacks.evaluation.logistic import logistic_regression_probe
-from callbacks.evaluation.neighbours import retrieval_top1
+from callbacks.evaluation.neighbours import retrieval_top1, tolerant_retrieval_top1
 from callbacks.evaluation.probes import median_predictor_l1, mlp_probe, mlp_regression_probe, ridge_regression_l1
 from datamodules.base import require_datamodule
 from datamodules.domains import DomainDataModule
@@ -50,15 +52,21 @@ class DisentanglementProbes(ReportingCallback):
         max_train_codes: subsample the training codes for the probes (None: all).
         every_n_epochs: also during training, every n epochs: the same probes on the held-out split, logged as
             ``val/*`` (the learning curve of the domain and content accuracies); 0: after testing only.
+        retrieval_tolerance: steps a content factor may differ by and still match in the official retrieval score
+            (SmallNORB: ``{azimuth: 2}``); absent factors must match exactly.
+        cyclic_factors: factors whose distance is taken around the circle (SmallNORB's azimuth).
     """
 
     def __init__(self, mlp: bool = True, linear: bool = True, retrieval: bool = True, mlp_epochs: int = 100,
                  mlp_patience: int = 7, linear_epochs: int = 50, max_train_codes: int | None = None,
-                 every_n_epochs: int = 0) -> None:
+                 every_n_epochs: int = 0, retrieval_tolerance: dict[str, int] | None = None,
+                 cyclic_factors: list[str] | None = None) -> None:
         self.mlp, self.linear, self.retrieval = mlp, linear, retrieval
         self.every_n_epochs = every_n_epochs
         self.mlp_epochs, self.mlp_patience, self.linear_epochs = mlp_epochs, mlp_patience, linear_epochs
         self.max_train_codes = max_train_codes
+        self.retrieval_tolerance = dict(retrieval_tolerance or {})
+        self.cyclic_factors = set(cyclic_factors or [])
         self._codes: list[torch.Tensor] = []
         self._targets: dict[str, list[torch.Tensor]] = {}
         self._content_factors: tuple[list[str], list[str]] = ([], [])  # (classified, regressed), set at test time
@@ -149,6 +157,11 @@ class DisentanglementProbes(ReportingCallback):
             index = torch.arange(train_codes.shape[0], database.shape[0], device=database.device)
             for name, value in retrieval_top1(test_codes, index, database, labels).items():
                 metrics[f"test/retrieval_{name}_top1"] = value
+            content = {k: v for k, v in labels.items() if k != "domain"}
+            if content:
+                official = tolerant_retrieval_top1(test_codes, index, database, content, levels,
+                                                   self.retrieval_tolerance, self.cyclic_factors)
+                metrics |= {f"test/official_retrieval_{name}": value for name, value in official.items()}
         domain_acc = metrics.get("test/domain_acc", float("nan"))
         rank_zero_info(f"[contrastlab] domain accuracy (lower = more invariant): {domain_acc:.3f} "
                        f"(chance {metrics['test/domain_chance']:.3f})")

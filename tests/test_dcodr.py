@@ -21,11 +21,12 @@ def codes(n: int, dim: int, seed: int) -> torch.Tensor:
 
 def loss_loop(anchors, positives, domains, t, same_domain=True) -> float:
     """Official ``SimCLR_Loss_w_Pos`` with every admissible negative:
-    L_i = -s_ip/t + log(e^{s_ip/t} + sum_j e^{s_ij/t})."""
-    a, p = F.normalize(anchors, dim=1), F.normalize(positives, dim=1)
+    L_i = -s_ip/t + log(e^{s_ip/t} + sum_j e^{s_ij/t}); ``positives=None``: s_ip = 1 (``--num-pos 0``)."""
+    a = F.normalize(anchors, dim=1)
+    p = F.normalize(positives, dim=1) if positives is not None else None
     total = 0.0
     for i in range(len(a)):
-        s_pos = float(a[i] @ p[i]) / t
+        s_pos = (float(a[i] @ p[i]) if p is not None else 1.0) / t
         negatives = [float(a[i] @ a[j]) / t for j in range(len(a))
                      if j != i and (not same_domain or domains[j] == domains[i])]
         total += -s_pos + math.log(math.exp(s_pos) + sum(math.exp(v) for v in negatives))
@@ -39,6 +40,17 @@ def test_loss_matches_the_slow_reference(negatives: str) -> None:
     loss = DomainContrastiveLoss(0.2, num_negatives=64, negatives=negatives)(anchors, positives, domains)
     expected = loss_loop(anchors, positives, domains.tolist(), 0.2, same_domain=negatives == "domain")
     assert loss.item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_zero_positives_is_the_uniformity_only_ablation() -> None:
+    domains = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+    anchors = codes(10, 6, 0).requires_grad_(True)
+    loss = DomainContrastiveLoss(0.2, num_negatives=None, num_positives=0)(anchors, None, domains)
+    assert loss.item() == pytest.approx(loss_loop(anchors.detach(), None, domains.tolist(), 0.2), rel=1e-9)
+    loss.backward()
+    assert anchors.grad is not None and anchors.grad.abs().sum() > 0  # the negatives still train
+    with pytest.raises(ValueError, match="num_positives"):
+        DomainContrastiveLoss(num_positives=2)
 
 
 def test_equal_similarities_give_log_k_plus_one() -> None:

@@ -104,6 +104,32 @@ def test_retrieval_matches_brute_force_and_never_returns_the_query() -> None:
     assert retrieval_top1(duplicated[:1], torch.tensor([0]), duplicated, {"id": torch.arange(41) % 40})["id"] == 1
 
 
+def test_tolerant_retrieval_matches_the_official_check_match_loop() -> None:
+    from callbacks.evaluation.neighbours import tolerant_retrieval_top1
+
+    database, _ = blobs(50, 4, 6, seed=3, spread=2.0)
+    g = torch.Generator().manual_seed(0)
+    factors = {"azimuth": torch.randint(0, 18, (50,), generator=g), "lighting": torch.randint(0, 6, (50,), generator=g)}
+    levels, tolerance = {"azimuth": 18, "lighting": 6}, {"azimuth": 2}
+    index = torch.arange(35, 50)
+    ours = tolerant_retrieval_top1(database[index], index, database, factors, levels, tolerance, {"azimuth"}, chunk=4)
+    hits = {"azimuth": 0, "lighting": 0, "all": 0}
+    for q in index.tolist():  # DCoDR retrieval_utils.check_match, one query at a time
+        distances = [(float((database[q] - database[j]).norm()), j) for j in range(50) if j != q]
+        n = min(distances)[1]
+        matched = True
+        for name, values in factors.items():
+            diff = abs(int(values[q]) - int(values[n]))
+            dist = min(diff, levels[name] - diff) if name == "azimuth" else diff
+            ok = dist <= tolerance.get(name, 0)
+            hits[name] += ok
+            matched &= ok
+        hits["all"] += matched
+    assert ours == pytest.approx({k: v / 15 for k, v in hits.items()})
+    exact = retrieval_top1(database[index], index, database, factors)
+    assert ours["azimuth"] >= exact["azimuth"] and ours["lighting"] == pytest.approx(exact["lighting"])
+
+
 def test_continuous_factors_load_and_are_probed_by_regression(tmp_path) -> None:
     rng = np.random.default_rng(0)
     n = 80

@@ -106,17 +106,46 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, topk: tuple[int, .
 
 
 @torch.no_grad()
-def retrieval_top1(queries: torch.Tensor, query_index: torch.Tensor, database: torch.Tensor,
-                   labels: dict[str, torch.Tensor], chunk: int = 2048) -> dict[str, float]:
-    """For each query (a row of ``database`` at ``query_index``), its nearest neighbour by L2 among all other rows;
-    the fraction whose neighbour shares each label (DCoDR retrieval: test images against train + test)."""
-    hits = {name: 0 for name in labels}
+def nearest_other(queries: torch.Tensor, query_index: torch.Tensor, database: torch.Tensor,
+                  chunk: int = 2048) -> torch.Tensor:
+    """For each query (the row of ``database`` at ``query_index``), the index of its nearest other row by L2."""
+    nearest = []
     for start in range(0, queries.shape[0], chunk):
         q = queries[start:start + chunk]
         distances = torch.cdist(q.float(), database.float())
         own = query_index[start:start + chunk]
         distances[torch.arange(q.shape[0], device=q.device), own] = float("inf")  # never retrieve itself
-        nearest = distances.argmin(1)
-        for name, values in labels.items():
-            hits[name] += int((values[nearest] == values[own]).sum())
-    return {name: count / max(1, queries.shape[0]) for name, count in hits.items()}
+        nearest.append(distances.argmin(1))
+    return torch.cat(nearest) if nearest else query_index.new_zeros(0)
+
+
+@torch.no_grad()
+def retrieval_top1(queries: torch.Tensor, query_index: torch.Tensor, database: torch.Tensor,
+                   labels: dict[str, torch.Tensor], chunk: int = 2048) -> dict[str, float]:
+    """For each query, its nearest other row of ``database`` by L2; the fraction whose neighbour has exactly the
+    query's label, for each label (DCoDR retrieval: test images against train + test)."""
+    nearest = nearest_other(queries, query_index, database, chunk)
+    count = max(1, queries.shape[0])
+    return {name: float((values[nearest] == values[query_index]).sum()) / count for name, values in labels.items()}
+
+
+@torch.no_grad()
+def tolerant_retrieval_top1(queries: torch.Tensor, query_index: torch.Tensor, database: torch.Tensor,
+                            factors: dict[str, torch.Tensor], levels: dict[str, int], tolerance: dict[str, int],
+                            cyclic: set[str], chunk: int = 2048) -> dict[str, float]:
+    """DCoDR's retrieval score (``retrieval_utils.check_match``): the nearest other row matches a factor when the
+    two values differ by at most ``tolerance[factor]`` steps (0 when absent), measured around the circle for a
+    ``cyclic`` factor of ``levels[factor]`` values (SmallNORB's azimuth: 2); ``all``: every factor matches."""
+    nearest = nearest_other(queries, query_index, database, chunk)
+    count = max(1, queries.shape[0])
+    joint = torch.ones(queries.shape[0], dtype=torch.bool, device=queries.device)
+    scores = {}
+    for name, values in factors.items():
+        distance = (values[nearest] - values[query_index]).abs()
+        if name in cyclic:
+            distance = torch.minimum(distance, levels[name] - distance)
+        match = distance <= tolerance.get(name, 0)
+        joint &= match
+        scores[name] = float(match.sum()) / count
+    scores["all"] = float(joint.sum()) / count
+    return scores

@@ -25,15 +25,21 @@ class DomainContrastiveLoss(nn.Module):
         temperature: t (0.2 Cars3D / SmallNORB / CelebA, 0.1 Shapes3D / Edges2Shoes).
         num_negatives: K, the most negatives per anchor (official 64).
         negatives: ``domain`` (DCoDR) or ``all`` (the standard-contrastive baseline; only the negative set differs).
+        num_positives: 1 (the method) or 0 (the official ``--num-pos 0`` ablation: the positive similarity is the
+            constant 1, so only the negatives' uniformity term trains; ``positives`` may then be None).
     """
 
-    def __init__(self, temperature: float = 0.2, num_negatives: int | None = 64, negatives: str = "domain") -> None:
+    def __init__(self, temperature: float = 0.2, num_negatives: int | None = 64, negatives: str = "domain",
+                 num_positives: int = 1) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         if negatives not in ("domain", "all"):
             raise ValueError(f"negatives must be 'domain' or 'all', got {negatives!r} (`model.negatives`)")
+        if num_positives not in (0, 1):
+            raise ValueError(f"num_positives must be 0 or 1, got {num_positives} (`model.num_positives`)")
         self.temperature, self.num_negatives, self.negatives = temperature, num_negatives, negatives
+        self.num_positives = num_positives
 
     def negative_mask(self, domains: torch.Tensor) -> torch.Tensor:
         """(B, B) True where anchor j is a negative of anchor i."""
@@ -49,10 +55,12 @@ class DomainContrastiveLoss(nn.Module):
         return allowed
 
     @fp32_region
-    def forward(self, anchors: torch.Tensor, positives: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
+    def forward(self, anchors: torch.Tensor, positives: torch.Tensor | None, domains: torch.Tensor) -> torch.Tensor:
         a = F.normalize(fp32(anchors), dim=1)
-        p = F.normalize(fp32(positives), dim=1)
-        positive = (a * p).sum(1, keepdim=True) / self.temperature
+        if self.num_positives:
+            positive = (a * F.normalize(fp32(positives), dim=1)).sum(1, keepdim=True) / self.temperature
+        else:  # --num-pos 0: similarity 1, a constant
+            positive = a.new_full((a.shape[0], 1), 1.0 / self.temperature)
         negatives = (a @ a.T / self.temperature).masked_fill(~self.negative_mask(domains), float("-inf"))
         logits = torch.cat((positive, negatives), dim=1)
         return F.cross_entropy(logits, torch.zeros(a.shape[0], dtype=torch.long, device=a.device))

@@ -30,7 +30,8 @@ class DCoDR(BaseModule):
             of domains and the image size); None = DCoDR-norec.
         reconstruction: the reconstruction loss (L1 + VGG16 perceptual, or its pixel fallback).
         reconstruction_weight: l_rec (0.3).
-        temperature / num_negatives / negatives: the contrastive loss (``negatives: all`` = standard contrastive).
+        temperature / num_negatives / negatives / num_positives: the contrastive loss (``negatives: all`` =
+            standard contrastive; ``num_positives: 0`` = the official no-positive ablation).
         encoder_lr / generator_lr / embedding_lr: per-part Adam learning rates (1e-4 / 3e-4 / 3e-3).
         num_domains / image_size: override what the datamodule reports.
     """
@@ -46,6 +47,7 @@ class DCoDR(BaseModule):
         temperature: float = 0.2,
         num_negatives: int | None = 64,
         negatives: str = "domain",
+        num_positives: int = 1,
         encoder_lr: float = 1e-4,
         generator_lr: float = 3e-4,
         embedding_lr: float = 3e-3,
@@ -68,7 +70,7 @@ class DCoDR(BaseModule):
         self.reconstruction = reconstruction if generator is not None else None
         if generator is not None and reconstruction is None:
             self.reconstruction = ReconstructionLoss(perceptual=False)
-        self.contrastive = DomainContrastiveLoss(temperature, num_negatives, negatives)
+        self.contrastive = DomainContrastiveLoss(temperature, num_negatives, negatives, num_positives)
         if generator is not None and num_domains is not None and image_size is not None:
             self._build_generator(num_domains, image_size)
 
@@ -131,7 +133,8 @@ class DCoDR(BaseModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images, positives, domains = batch["image"], batch["positive"], batch["domain"]
         z = self.content(images)
-        z_positive = self.content(positives)  # a separate forward: BN statistics per view, as the official code
+        # A separate forward: BN statistics per view, as the official code; none without positives.
+        z_positive = self.content(positives) if self.hparams.num_positives else None
         loss_con = self.contrastive(z, z_positive, domains)
         logs = {"train/contrastive": loss_con.detach()}
         loss = loss_con
