@@ -25,6 +25,7 @@ from datamodules.augmentations import eval_transform as default_eval_transform
 from datamodules.base import BaseDataModule
 from datamodules.device_decode import EncodedImageDataset, collate_encoded, decode_batch
 from datamodules.images import IMAGE_EXTENSIONS, list_images, load_rgb, natural_key
+from datamodules.label_subsets import labelled_subset
 from datamodules.stratify import stratified_split
 from datamodules.verify import check_images
 
@@ -101,6 +102,8 @@ class ImageDataModule(BaseDataModule):
         on_bad_file: ``error`` (stop, naming the file) or ``skip`` (drop it; the list goes to bad_files.txt).
         decode_on_device: with ``device_views``, the workers read file bytes only and the batch is decoded on the
             training device (``datamodules.device_decode``; nvJPEG on CUDA, the CPU decoder on a CPU run).
+        label_fraction / label_list: train on a labelled part of the training split only (semi-supervised
+            fine-tuning): a seeded stratified fraction, or the files a list names (``datamodules.label_subsets``).
     """
 
     def __init__(
@@ -123,6 +126,8 @@ class ImageDataModule(BaseDataModule):
         verify: bool = True,
         on_bad_file: str = "error",
         decode_on_device: bool = False,
+        label_fraction: float | None = None,
+        label_list: str | None = None,
     ) -> None:
         super().__init__()
         self.root, self.train_dir, self.val_dir = Path(root).expanduser(), train_dir, val_dir
@@ -136,6 +141,7 @@ class ImageDataModule(BaseDataModule):
         if decode_on_device and device_views is None:
             raise DataError("`data.decode_on_device=true` needs `data.device_views` (use data=imagenet_device_views)")
         self.decode_on_device = decode_on_device
+        self.label_fraction, self.label_list = label_fraction, label_list
         self.train_files: list[Path] = []
         self.train_labels: list[int] | None = None
         self.eval_files: list[Path] = []
@@ -172,6 +178,9 @@ class ImageDataModule(BaseDataModule):
             kept, _ = stratified_split(labels, len(files), fraction, self.split_seed + 1)
             files = [files[i] for i in kept]
             labels = [labels[i] for i in kept] if labels is not None else None
+        if self.label_fraction is not None or self.label_list is not None:
+            chosen = labelled_subset(files, labels, self.label_fraction, self.label_list, self.split_seed + 2)
+            files, labels = [files[i] for i in chosen], [labels[i] for i in chosen]  # type: ignore[index]
         if self.verify:
             bad = check_images([*files, *eval_files], self.on_bad_file, self.run_dir())
             files, labels = _drop(files, labels, bad)

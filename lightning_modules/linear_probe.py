@@ -26,6 +26,7 @@ class LinearProbe(BaseModule):
     """
 
     compile_targets = ("backbone",)
+    metric_name = "linear"  # test/<metric_name>_top1, test/<metric_name>_top5
 
     def __init__(self, backbone: Backbone, num_classes: int | None = None, optimizer: OptimizerFactory | None = None,
                  scheduler: dict[str, Any] | None = None, channels_last: bool = False, compile: bool = False) -> None:
@@ -50,6 +51,11 @@ class LinearProbe(BaseModule):
             if not num_classes:
                 raise ValueError("linear evaluation needs labeled data (set `model.num_classes` or use labels)")
             self._build(num_classes)
+
+    def summary_lines(self, metrics: dict[str, float]) -> list[str]:
+        key = f"test/{self.metric_name}_top1"
+        return [f"held-out {self.metric_name} top-1 {metrics[key]:.4f}, top-5 "
+                f"{metrics.get(f'test/{self.metric_name}_top5', float('nan')):.4f}"] if key in metrics else []
 
     def train(self, mode: bool = True) -> LinearProbe:
         super().train(mode)
@@ -79,5 +85,6 @@ class LinearProbe(BaseModule):
         logits = self(batch["image"])
         self.test_top1.update(logits, batch["label"])
         self.test_top5.update(logits, batch["label"])
-        self.log_dict({"test/linear_top1": self.test_top1, "test/linear_top5": self.test_top5},
+        name = self.metric_name
+        self.log_dict({f"test/{name}_top1": self.test_top1, f"test/{name}_top5": self.test_top5},
                       batch_size=batch["label"].shape[0])

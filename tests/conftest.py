@@ -126,6 +126,7 @@ def tiny_imagenet_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("imagenet")
     write_image_folder(root, num_classes=3, per_class=8, size=40, split="train", seed=0)
     write_image_folder(root, num_classes=3, per_class=3, size=40, split="val", seed=1)
+    (root / "labelled.txt").write_text("0.png\n1.png\n2.png\n")  # a semi-supervised label list: 9 of the 24
     return root
 
 
@@ -230,4 +231,5 @@ def data_roots(paired_rain_dir, shared_like_root, tiny_imagenet_root, tiny_cifar
     """Every fixture data set by the name ``tests/experiment_cases.py`` uses."""
     return {"paired": paired_rain_dir, "shared": shared_like_root, "imagenet": tiny_imagenet_root,
             "cifar": tiny_cifar_root, "cars3d": tiny_cars3d_root, "imagenet_trunk": resnet18_checkpoints["imagenet"],
-            "cifar_trunk": resnet18_checkpoints["cifar"], **tiny_domain_files}
+            "cifar_trunk": resnet18_checkpoints["cifar"], "imagenet_label_list": tiny_imagenet_root / "labelled.txt",
+            **tiny_domain_files}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Fixture paths by name (conftest's ``data_roots``): paired, shared, imagenet, cifar, cars3d, imagenet_trunk,
-# cifar_trunk, shapes3d, npz, folder.
+# cifar_trunk, imagenet_label_list, shapes3d, npz, folder.
 Roots = Mapping[str, Path]
 Check = Callable[[dict], None]
 
@@ -84,6 +84,21 @@ def _linear_on(data: str, *extra: str) -> Callable[[Roots], list[str]]:
     return lambda roots: [f"data.root={roots[data]}", f"model.backbone.checkpoint={roots[data + '_trunk']}", *extra]
 
 
+def _semisup(data: str, *extra: str) -> ExperimentCase:
+    """Fine-tuning needs its data, a trunk checkpoint and a labelled part: the ImageNet cases name files by a list
+    (the fixture's ``imagenet_label_list``), CIFAR takes a stratified fraction."""
+    def in_unit_interval(metrics: dict) -> None:
+        assert 0 <= metrics["test/semisup_top1"] <= metrics["test/semisup_top5"] <= 1
+
+    def overrides(roots: Roots) -> list[str]:
+        subset = (f"data.label_list={roots['imagenet_label_list']}" if data == "imagenet" else
+                  "data.label_fraction=0.5")
+        return [*_linear_on(data, *extra)(roots), subset]
+
+    return ExperimentCase(overrides, REPR_TINY[:3], frozenset({"test/semisup_top1", "test/semisup_top5"}),
+                          check=in_unit_interval)
+
+
 def _nlcl(data: Callable[[Roots], list[str]] = lambda roots: [], metrics: frozenset[str] = NLCL_METRICS
           ) -> ExperimentCase:
     return ExperimentCase(data, NLCL_TINY, metrics)
@@ -137,6 +152,9 @@ CASES: dict[str, ExperimentCase] = {
     "hcsc_imagenet_multicrop_200ep": _ssl("imagenet", hcsc=True),
     "linear_cifar": _linear_probe(_linear_on("cifar")),
     "linear_imagenet": _linear_probe(_linear_on("imagenet", "model/backbone=resnet18")),
+    "semisup_cifar": _semisup("cifar", "model/backbone=resnet18_cifar"),
+    "semisup_imagenet_1pct": _semisup("imagenet", "model/backbone=resnet18"),
+    "semisup_imagenet_10pct": _semisup("imagenet", "model/backbone=resnet18"),
     "dcodr_shapes": _dcodr(small_encoder=False),
     "dcodr_norec_shapes": _dcodr(generator=False, small_encoder=False),
     "contrastive_shapes": _dcodr(generator=False, small_encoder=False),

@@ -69,9 +69,11 @@ class ConvBackbone(Backbone):
     Args:
         widths: channels of each block (resolution halves at each).
         in_channels: image channels.
+        checkpoint: a pretraining run's checkpoint to load the trunk from (as ``ResNetBackbone``).
     """
 
-    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), in_channels: int = 3) -> None:
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), in_channels: int = 3,
+                 checkpoint: str | None = None) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         previous = in_channels
@@ -82,6 +84,8 @@ class ConvBackbone(Backbone):
             previous = width
         self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.feature_dim = previous
+        if checkpoint:
+            load_trunk_checkpoint(self.net, checkpoint)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
