@@ -32,3 +32,27 @@ def write_image_folder(root: str | Path, num_classes: int = 4, per_class: int = 
             name = f"{i}.png" if labeled else f"{label}_{i}.png"
             Image.fromarray(class_image(rng, label, num_classes, size)).save(target / name)
     return folder
+
+
+def write_voc_layout(root: str | Path, classes: list[str], per_split: dict[str, int], size: int = 40,
+                     seed: int = 0) -> Path:
+    """A tiny VOC2007 layout: ``JPEGImages/<id>.jpg`` showing one class each (its hue and stripes) and
+    ``ImageSets/Main/<class>_<split>.txt`` (1 present, -1 absent; every 5th absent entry marked 0, difficult)."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    (root / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+    image_id = 0
+    for split, count in per_split.items():
+        rows: dict[str, list[str]] = {name: [] for name in classes}
+        for i in range(count):
+            label = i % len(classes)
+            name = f"{image_id:06d}"
+            Image.fromarray(class_image(rng, label, len(classes), size)).save(root / "JPEGImages" / f"{name}.jpg")
+            for c, klass in enumerate(classes):
+                value = "1" if c == label else ("0" if i % 5 == 4 else "-1")
+                rows[klass].append(f"{name} {value}")
+            image_id += 1
+        for klass, lines in rows.items():
+            (root / "ImageSets" / "Main" / f"{klass}_{split}.txt").write_text("\n".join(lines) + "\n")
+    return root

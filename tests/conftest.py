@@ -141,6 +141,14 @@ def tiny_cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_voc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The VOC2007 layout with 3 classes, 18 trainval and 9 test images of 40 px."""
+    from datamodules.synthetic import write_voc_layout
+
+    return write_voc_layout(tmp_path_factory.mktemp("voc"), ["cat", "dog", "car"], {"trainval": 18, "test": 9})
+
+
+@pytest.fixture(scope="session")
 def resnet18_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Trunk checkpoints (random weights) in the MoCo key layout, ImageNet stem and CIFAR stem."""
     from lightning_modules.components.backbones import ResNetBackbone
@@ -227,9 +235,9 @@ def rain100l_checkpoint(make_cfg: Callable[..., DictConfig], paired_root: Path, 
 
 @pytest.fixture
 def data_roots(paired_rain_dir, shared_like_root, tiny_imagenet_root, tiny_cifar_root, resnet18_checkpoints,
-               tiny_cars3d_root, tiny_domain_files) -> dict[str, Path]:
+               tiny_cars3d_root, tiny_domain_files, tiny_voc_root) -> dict[str, Path]:
     """Every fixture data set by the name ``tests/experiment_cases.py`` uses."""
     return {"paired": paired_rain_dir, "shared": shared_like_root, "imagenet": tiny_imagenet_root,
             "cifar": tiny_cifar_root, "cars3d": tiny_cars3d_root, "imagenet_trunk": resnet18_checkpoints["imagenet"],
             "cifar_trunk": resnet18_checkpoints["cifar"], "imagenet_label_list": tiny_imagenet_root / "labelled.txt",
-            **tiny_domain_files}
+            "voc": tiny_voc_root, **tiny_domain_files}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Fixture paths by name (conftest's ``data_roots``): paired, shared, imagenet, cifar, cars3d, imagenet_trunk,
-# cifar_trunk, imagenet_label_list, shapes3d, npz, folder.
+# cifar_trunk, imagenet_label_list, voc, shapes3d, npz, folder.
 Roots = Mapping[str, Path]
 Check = Callable[[dict], None]
 
@@ -155,6 +155,13 @@ CASES: dict[str, ExperimentCase] = {
     "semisup_cifar": _semisup("cifar", "model/backbone=resnet18_cifar"),
     "semisup_imagenet_1pct": _semisup("imagenet", "model/backbone=resnet18"),
     "semisup_imagenet_10pct": _semisup("imagenet", "model/backbone=resnet18"),
+    "linear_places205": _linear_probe(_linear_on("imagenet", "model/backbone=resnet18")),
+    "voc07_svm": ExperimentCase(lambda roots: [f"data.root={roots['voc']}", "data.classes=[cat,dog,car]",
+                                               f"model.backbone.checkpoint={roots['imagenet_trunk']}",
+                                               "model/backbone=resnet18"],
+                                ("data.eval_batch_size=8", "data.num_workers=0",
+                                 "callbacks.svm_transfer.costs=[0.1,1.0]"),
+                                frozenset({"test/voc07_map", "test/voc07_ap_cat"})),
     "dcodr_shapes": _dcodr(small_encoder=False),
     "dcodr_norec_shapes": _dcodr(generator=False, small_encoder=False),
     "contrastive_shapes": _dcodr(generator=False, small_encoder=False),

@@ -58,6 +58,17 @@ class WarmupCosine:
 
 
 @dataclass
+class CosineRestarts:
+    """Half-cosine from 1 to 0 over every ``period`` steps, then back to 1 (``CosineAnnealingWarmRestarts`` with
+    T_mult 1, eta_min 0, stepped per iteration as HCSC's Places205 protocol)."""
+
+    period: int
+
+    def __call__(self, step: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * (step % self.period) / self.period))
+
+
+@dataclass
 class MultiStep:
     """Multiply by ``gamma`` at each milestone (in steps)."""
 
@@ -84,6 +95,7 @@ def build_scheduler(
         ``cosine``: ``warmup_epochs``, ``final_factor``, ``per_epoch`` (True = the factor changes once an epoch).
         ``step``: ``step_epochs``, ``gamma`` (DCoDR: StepLR every 30 epochs, gamma 0.33, stepped per batch).
         ``multistep``: ``milestone_epochs``, ``gamma``.
+        ``cosine_restarts``: ``period_epochs`` (a half-cosine over each period, then a restart).
     """
     steps_per_epoch = max(int(steps_per_epoch), 1)
     total_steps = max(int(total_steps), 1)
@@ -109,6 +121,9 @@ def build_scheduler(
     elif name == "multistep":
         epochs = options.get("milestone_epochs") or []
         rule = MultiStep([int(e) * steps_per_epoch for e in epochs], float(options.get("gamma", 0.1)))
+    elif name == "cosine_restarts":
+        rule = CosineRestarts(max(int(options.get("period_epochs", 10)) * steps_per_epoch, 1))
     else:
-        raise ValueError(f"unknown schedule {name!r}: constant, constant_then_linear, cosine, step, multistep")
+        raise ValueError(f"unknown schedule {name!r}: constant, constant_then_linear, cosine, step, multistep, "
+                         "cosine_restarts")
     return LambdaLR(optimizer, rule)
