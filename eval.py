@@ -70,6 +70,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                         weights_only=not checkpoints_trusted())
         written = [p for c in trainer.callbacks if isinstance(c, ArtifactCallback) for p in c.written]
         metrics = {"predict/images": float(len(written))}
+        for callback in trainer.callbacks:  # e.g. no-reference quality of the outputs (callbacks.noreference)
+            metrics.update(getattr(callback, "predict_metrics", {}))
         if written and trainer.is_global_zero:
             print(f"wrote {len(written)} images to {written[0].parent}")
     if trainer.is_global_zero:

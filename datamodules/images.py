@@ -111,11 +111,13 @@ def save_image(image: torch.Tensor, path: str | Path) -> Path:
 
 
 def match_pairs(
-    inputs: Sequence[Path], targets: Sequence[Path], *, input_dir: Path, target_dir: Path
+    inputs: Sequence[Path], targets: Sequence[Path], *, input_dir: Path, target_dir: Path, target_suffix: str = ""
 ) -> list[tuple[Path, Path]]:
-    """Pair files of two folders by file stem; any unpaired name is an error listing the culprits."""
+    """Pair files of two folders by file stem (a target's stem less ``target_suffix``, e.g. SPA-Data's ``gt``);
+    any unpaired name is an error listing the culprits."""
     by_stem_in = {p.stem: p for p in inputs}
-    by_stem_tg = {p.stem: p for p in targets}
+    strip = len(target_suffix)
+    by_stem_tg = {(p.stem[:-strip] if strip and p.stem.endswith(target_suffix) else p.stem): p for p in targets}
     only_in = sorted(set(by_stem_in) - set(by_stem_tg), key=natural_key)
     only_tg = sorted(set(by_stem_tg) - set(by_stem_in), key=natural_key)
     if only_in or only_tg:

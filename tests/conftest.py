@@ -141,6 +141,18 @@ def tiny_cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_spa_root(tmp_path_factory: pytest.TempPathFactory, paired_rain_dir: Path) -> Path:
+    """SPA-Data's test layout: real_test_1000/rain/N.png beside real_test_1000/gt/Ngt.png."""
+    root = tmp_path_factory.mktemp("spa")
+    for sub, suffix in (("input", ""), ("target", "gt")):
+        folder = root / "real_test_1000" / ("rain" if sub == "input" else "gt")
+        folder.mkdir(parents=True)
+        for f in sorted((paired_rain_dir / sub).iterdir()):
+            (folder / f"{f.stem}{suffix}{f.suffix}").write_bytes(f.read_bytes())
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_voc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The VOC2007 layout with 3 classes, 18 trainval and 9 test images of 40 px."""
     from datamodules.synthetic import write_voc_layout
@@ -235,9 +247,9 @@ def rain100l_checkpoint(make_cfg: Callable[..., DictConfig], paired_root: Path, 
 
 @pytest.fixture
 def data_roots(paired_rain_dir, shared_like_root, tiny_imagenet_root, tiny_cifar_root, resnet18_checkpoints,
-               tiny_cars3d_root, tiny_domain_files, tiny_voc_root) -> dict[str, Path]:
+               tiny_cars3d_root, tiny_domain_files, tiny_voc_root, tiny_spa_root) -> dict[str, Path]:
     """Every fixture data set by the name ``tests/experiment_cases.py`` uses."""
     return {"paired": paired_rain_dir, "shared": shared_like_root, "imagenet": tiny_imagenet_root,
             "cifar": tiny_cifar_root, "cars3d": tiny_cars3d_root, "imagenet_trunk": resnet18_checkpoints["imagenet"],
             "cifar_trunk": resnet18_checkpoints["cifar"], "imagenet_label_list": tiny_imagenet_root / "labelled.txt",
-            "voc": tiny_voc_root, **tiny_domain_files}
+            "voc": tiny_voc_root, "spa": tiny_spa_root, **tiny_domain_files}

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Fixture paths by name (conftest's ``data_roots``): paired, shared, imagenet, cifar, cars3d, imagenet_trunk,
-# cifar_trunk, imagenet_label_list, voc, shapes3d, npz, folder.
+# cifar_trunk, imagenet_label_list, voc, spa, shapes3d, npz, folder.
 Roots = Mapping[str, Path]
 Check = Callable[[dict], None]
 
@@ -141,6 +141,8 @@ CASES: dict[str, ExperimentCase] = {
     "nlcl_rain100l": _nlcl(_paired),
     "nlcl_rain100l_cpu": _nlcl(_paired),
     "nlcl_realrain": _nlcl(_root("shared")),
+    "nlcl_spa": _nlcl(lambda roots: [f"data.root={roots['spa']}", f"data.splits.rainy_dir={roots['paired']}/input",
+                                     f"data.splits.clean_dir={roots['paired']}/target"]),
     "nlcl_paper": _nlcl(_official_folders, frozenset()),
     "nlcl_official": _nlcl(_official_folders, frozenset()),
     "mocov2_cifar": _ssl("cifar", hcsc=False),

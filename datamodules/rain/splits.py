@@ -97,6 +97,8 @@ class FolderSplits(RainSource):
         test_rainy_dir: rainy test images without ground truth (real rain); ``testA`` under ``cyclegan_root``.
         cyclegan_root: a CycleGAN-layout folder (``trainA``, ``trainB``, optional ``testA``).
         *_ids: keep only files whose stem is in this range, e.g. ``"1-80"`` (numbered benchmarks).
+        input_subdir / target_subdir: the paired test folder's sub-folders (SPA-Data: ``rain`` / ``gt``).
+        target_suffix: the clean file's stem is the rainy one's plus this (SPA-Data: ``gt``, ``0001gt.png``).
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class FolderSplits(RainSource):
         test_rainy_ids: str | None = None,
         input_subdir: str = "input",
         target_subdir: str = "target",
+        target_suffix: str = "",
     ) -> None:
         if cyclegan_root is not None:
             root = Path(cyclegan_root)
@@ -122,7 +125,7 @@ class FolderSplits(RainSource):
         self.rainy_dir, self.clean_dir = rainy_dir, clean_dir
         self.test_dir, self.test_rainy_dir = test_dir, test_rainy_dir
         self.ids = {"rainy": rainy_ids, "clean": clean_ids, "test": test_ids, "test_rainy": test_rainy_ids}
-        self.input_subdir, self.target_subdir = input_subdir, target_subdir
+        self.input_subdir, self.target_subdir, self.target_suffix = input_subdir, target_subdir, target_suffix
 
     def load(self, seed: int = 0) -> RainSplits:
         if self.rainy_dir is None or self.clean_dir is None:
@@ -134,7 +137,8 @@ class FolderSplits(RainSource):
         test: list[tuple[ImageItem, ImageItem | None]] = []
         if self.test_dir is not None:
             wanted = _parse_ids(self.ids["test"])
-            pairs = _paired_files(Path(self.test_dir), self.input_subdir, self.target_subdir, "data.splits.test_dir")
+            pairs = _paired_files(Path(self.test_dir), self.input_subdir, self.target_subdir, "data.splits.test_dir",
+                                  self.target_suffix)
             for r, c in pairs:
                 if wanted is None or r.stem in wanted:
                     test.append((ImageItem(r.name, r), ImageItem(c.name, c)))
@@ -145,13 +149,14 @@ class FolderSplits(RainSource):
         return RainSplits(_items(rainy), _items(clean), test)
 
 
-def _paired_files(root: Path, input_subdir: str, target_subdir: str, key: str) -> list[tuple[Path, Path]]:
+def _paired_files(root: Path, input_subdir: str, target_subdir: str, key: str,
+                  target_suffix: str = "") -> list[tuple[Path, Path]]:
     input_dir, target_dir = root / input_subdir, root / target_subdir
     if not root.exists():
         raise MissingPathError(f"paired folder '{root}' does not exist (config key `{key}`)")
     inputs = list_images(input_dir, key=key)
     targets = list_images(target_dir, key=key)
-    return match_pairs(inputs, targets, input_dir=input_dir, target_dir=target_dir)
+    return match_pairs(inputs, targets, input_dir=input_dir, target_dir=target_dir, target_suffix=target_suffix)
 
 
 class PairedFolderSplit(RainSource):
