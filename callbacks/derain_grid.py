@@ -1,4 +1,5 @@
-"""Deraining image grids: rainy | background B^ | rain layer R^ | clean (when known), one row per image."""
+"""Deraining image grids: rainy | background B^ | rain layer R^ | clean (when known), one row per image, the
+columns titled and each row named by its file."""
 
 from __future__ import annotations
 
@@ -8,10 +9,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
-from torchvision.utils import make_grid
 
 from callbacks.base import ArtifactCallback
-from callbacks.image_logging import publish_grid
+from callbacks.image_logging import labelled_grid, publish_grid
 from datamodules.rain import RainDataModule
 from lightning_modules.base import require
 
@@ -52,7 +52,7 @@ class DerainGrid(ArtifactCallback):
             crop = torch.nn.functional.pad(crop, (0, self.size - size_w, 0, self.size - size_h), value=-1.0)
         return crop
 
-    def _images(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    def _images(self, trainer: pl.Trainer) -> tuple[torch.Tensor, torch.Tensor | None, list[str]] | None:
         loaders = trainer.val_dataloaders
         loader = loaders[0] if isinstance(loaders, list) and loaders else loaders
         dataset = loader.dataset if isinstance(loader, DataLoader) else None
@@ -65,9 +65,10 @@ class DerainGrid(ArtifactCallback):
             rainy = torch.stack([self._crop(s["rainy"]) for s in samples])
             clean = (torch.stack([self._crop(s["target"]) for s in samples])
                      if all("target" in s for s in samples) else None)
-            return rainy, clean
+            return rainy, clean, [str(s.get("name", i)) for i, s in enumerate(samples)]
         if self._fallback is not None:
-            return self._fallback["rainy"], None
+            rainy = self._fallback["rainy"]
+            return rainy, None, [f"training crop {i}" for i in range(rainy.shape[0])]
         return None
 
     @rank_zero_only
@@ -75,17 +76,19 @@ class DerainGrid(ArtifactCallback):
         images = self._images(trainer)
         if images is None:
             return
-        rainy, clean = images
+        rainy, clean, names = images
         was_training = pl_module.training
         pl_module.eval()
         out = pl_module.restore(rainy.to(pl_module.device))
         pl_module.train(was_training)
         columns = [(rainy.cpu() + 1) / 2, (out["background"].cpu().clamp(-1, 1) + 1) / 2,
                    (out["rain"].cpu() / 2).clamp(0, 1)]
+        titles = ["rainy", "background", "rain layer"]
         if clean is not None:
             columns.append((clean.cpu() + 1) / 2)
+            titles.append("clean")
         tiles = torch.stack(columns, dim=1).flatten(0, 1)
-        grid = make_grid(tiles, nrow=len(columns), padding=2, pad_value=1.0)
+        grid = labelled_grid(tiles, len(columns), titles, names)
         self.last_path = str(publish_grid(trainer, grid, key, filename))
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

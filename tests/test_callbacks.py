@@ -56,3 +56,16 @@ def test_learning_curves_plot_the_logged_values(make_cfg, tmp_path) -> None:
     for key in ("val/psnr", "train/loss"):
         logged = [[int(float(r["step"])), float(r[key])] for r in rows if r.get(key)]
         assert plotted[key] == sorted(logged) and len(logged) >= 2
+
+
+def test_labelled_grids_carry_column_titles_and_row_names() -> None:
+    from callbacks.image_logging import labelled_grid
+
+    tiles = torch.ones(6, 3, 40, 40)  # white tiles: any dark pixel outside them is text
+    plain = labelled_grid(tiles, 3, ["", "", ""], ["", ""])
+    named = labelled_grid(tiles, 3, ["rainy", "background", "rain layer"], ["1.png", "2.png"])
+    assert plain.shape == named.shape and plain.min() == 1.0
+    band, margin = named.shape[1] - 86, named.shape[2] - 126  # grid of 2 x 3 tiles, padding 2
+    assert named[:, :band, margin:].min() < 0.5  # the titles above the columns
+    assert named[:, band:, :margin].min() < 0.5  # the names left of the rows
+    assert named[:, band:, margin:].min() == 1.0  # the tiles untouched
