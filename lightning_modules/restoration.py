@@ -63,8 +63,14 @@ class RestorationModule(BaseModule):
         if "test/psnr" not in metrics:
             return []
         rainy, derained = metrics["test/psnr_rainy"], metrics["test/psnr"]
-        return [f"held-out PSNR: rainy input {rainy:.2f} dB -> derained {derained:.2f} dB "
-                f"(SSIM {metrics['test/ssim_rainy']:.3f} -> {metrics['test/ssim']:.3f})"]
+        lines = [f"held-out PSNR: rainy input {rainy:.2f} dB -> derained {derained:.2f} dB "
+                 f"(SSIM {metrics['test/ssim_rainy']:.3f} -> {metrics['test/ssim']:.3f})"]
+        if "test/psnr_cbcr" in metrics:
+            m = metrics
+            lines.append(f"colour: chroma PSNR {m['test/psnr_cbcr_rainy']:.2f} -> {m['test/psnr_cbcr']:.2f} dB, "
+                         f"mean-colour shift {m['test/colour_shift_rainy']:.2f} -> {m['test/colour_shift']:.2f} "
+                         "(8-bit levels)")
+        return lines
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         background = self.restore(batch["rainy"], with_rain=False)["background"].clamp(-1, 1)

@@ -33,7 +33,7 @@ DCODR_GENERATOR_TINY = ("model.generator.channels=16", "model.reconstruction.per
 DCODR_SMALL_ENCODER = ("model/backbone@model.encoder.backbone=conv", "model.encoder.backbone.widths=[8,16]")
 
 NLCL_METRICS = frozenset({"test/psnr", "test/ssim", "test/psnr_y", "test/ssim_y", "test/psnr_rainy",
-                          "test/ssim_rainy"})
+                          "test/ssim_rainy", "test/psnr_cbcr", "test/colour_shift", "test/colour_shift_rainy"})
 SSL_METRICS = frozenset({"test/knn_top1", "test/knn_top5", "test/nmi", "test/ami", "test/acc"})
 HCSC_METRICS = SSL_METRICS | {"cluster/nonempty_0", "train/proto"}
 DCODR_METRICS = frozenset({"test/domain_acc", "test/domain_chance", "test/domain_linear_acc",

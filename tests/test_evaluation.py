@@ -199,3 +199,23 @@ def test_sharded_topk_and_vote_equal_the_one_pass_knn() -> None:
             assert torch.allclose(votes[k], reference[k], atol=1e-6)
     # ImageNet on 8 ranks: a 160,146-row shard, 50,000 queries, k = 200: about 5 GB a rank (the whole bank: 10.5 GB)
     assert knn_memory_bytes(160_146, 50_000, 2048, 200, 8) < 5.1e9 < 4 * 1_281_167 * 2048
+
+
+def test_chroma_metrics_match_skimage_and_see_a_tint_that_luma_misses() -> None:
+    from skimage.color import rgb2ycbcr
+
+    from lightning_modules.components.restoration_eval import RestorationMetrics, colour_shift, rgb_to_cbcr
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 24, 24, generator=g) * 0.6 + 0.2
+    reference = torch.from_numpy(rgb2ycbcr(target.permute(0, 2, 3, 1).double().numpy())[..., 1:]).permute(0, 3, 1, 2)
+    assert torch.allclose(rgb_to_cbcr(target.double()) * 255, reference, atol=1e-6)
+    # A warm tint that keeps the luma: +R, -B balanced through the Y weights (65.481 R + 24.966 B = 0).
+    tinted = target + torch.tensor([0.04, 0.0, -0.04 * 65.481 / 24.966]).view(1, 3, 1, 1)
+    shift = torch.tensor([0.04, 0.0, -0.04 * 65.481 / 24.966]).norm() * 255
+    assert torch.allclose(colour_shift(tinted, target), shift.expand(2), atol=1e-3)
+    metrics = RestorationMetrics()
+    metrics.update(tinted, target, target)
+    scores = {k: float(v) for k, v in metrics.compute().items()}
+    assert scores["psnr_y"] > 45 and scores["psnr_cbcr"] < 35  # luma barely moves, chroma does
+    assert scores["colour_shift"] > 20 and scores["colour_shift_rainy"] == 0.0

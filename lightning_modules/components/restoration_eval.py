@@ -1,4 +1,5 @@
-"""Image-restoration evaluation helpers: PSNR/SSIM on RGB and Y from torchmetrics, tiled full-resolution inference."""
+"""Image-restoration evaluation helpers: PSNR/SSIM on RGB and Y from torchmetrics, the chroma error, tiled
+full-resolution inference."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from lightning_modules.components.numerics import full_precision
@@ -18,17 +19,31 @@ def rgb_to_y(image: torch.Tensor) -> torch.Tensor:
     return ((image * weights).sum(1, keepdim=True) + 16.0) / 255.0
 
 
+def rgb_to_cbcr(image: torch.Tensor) -> torch.Tensor:
+    """The chroma channels as MATLAB ``rgb2ycbcr`` computes them (BT.601), in [0, 1]: (B, 3, H, W) -> (B, 2, H, W)."""
+    weights = image.new_tensor([[-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]).view(2, 3, 1, 1)
+    return (torch.nn.functional.conv2d(image, weights) + 128.0) / 255.0
+
+
+def colour_shift(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per image, the distance between the mean colours of ``image`` and ``target`` in 8-bit levels (the L2 norm of
+    the difference of the per-channel means): a global tint or saturation change, which PSNR-Y does not see."""
+    return (image.mean(dim=(2, 3)) - target.mean(dim=(2, 3))).norm(dim=1) * 255.0
+
+
 def quantize(image: torch.Tensor) -> torch.Tensor:
     """Round [0, 1] values to the 8-bit grid, as the saved PNG holds them."""
     return image.clamp(0, 1).mul(255.0).round().div(255.0)
 
 
 class RestorationMetrics(nn.Module):
-    """PSNR and SSIM of the restored image *and* of the degraded input, on RGB and on the Y channel.
+    """PSNR and SSIM of the restored image *and* of the degraded input, on RGB and on the Y channel, and their
+    colour error: PSNR of the chroma channels (``psnr_cbcr``) and the mean-colour shift against the target
+    (``colour_shift``, 8-bit levels, lower is better).
 
     Per-image scores averaged over images (``dim=(1, 2, 3)``; the default torchmetrics PSNR would pool the
-    squared error of the whole set instead). Names: ``psnr``, ``ssim``, ``psnr_y``, ``ssim_y``, ``psnr_rainy``,
-    ``ssim_rainy``, ``psnr_y_rainy``, ``ssim_y_rainy``.
+    squared error of the whole set instead). Names: ``psnr``, ``ssim``, ``psnr_y``, ``ssim_y``, ``psnr_cbcr``,
+    ``colour_shift``, and each with ``_rainy`` for the input.
     """
 
     def __init__(self) -> None:
@@ -41,6 +56,9 @@ class RestorationMetrics(nn.Module):
             })
 
         self.output_rgb, self.output_y, self.input_rgb, self.input_y = pair(), pair(), pair(), pair()
+        self.output_cbcr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
+        self.input_cbcr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
+        self.output_shift, self.input_shift = MeanMetric(), MeanMetric()
 
     def update(self, restored: torch.Tensor, degraded: torch.Tensor, target: torch.Tensor) -> None:
         """All in [0, 1], (B, 3, H, W); values are quantised to 8 bits first. Autocast is off here: under
@@ -52,6 +70,10 @@ class RestorationMetrics(nn.Module):
             self.input_rgb.update(degraded, target)
             self.output_y.update(rgb_to_y(restored), rgb_to_y(target))
             self.input_y.update(rgb_to_y(degraded), rgb_to_y(target))
+            self.output_cbcr.update(rgb_to_cbcr(restored), rgb_to_cbcr(target))
+            self.input_cbcr.update(rgb_to_cbcr(degraded), rgb_to_cbcr(target))
+            self.output_shift.update(colour_shift(restored, target))
+            self.input_shift.update(colour_shift(degraded, target))
 
     def compute(self) -> dict[str, torch.Tensor]:
         with full_precision(self.output_rgb["psnr"].device):
@@ -65,11 +87,14 @@ class RestorationMetrics(nn.Module):
         for suffix, collection in (("_rainy", self.input_rgb), ("_y_rainy", self.input_y)):
             for name, value in collection.compute().items():
                 out[f"{name}{suffix}"] = value
+        out |= {"psnr_cbcr": self.output_cbcr.compute(), "psnr_cbcr_rainy": self.input_cbcr.compute(),
+                "colour_shift": self.output_shift.compute(), "colour_shift_rainy": self.input_shift.compute()}
         return out
 
     def reset(self) -> None:
-        for collection in (self.output_rgb, self.output_y, self.input_rgb, self.input_y):
-            collection.reset()
+        for metric in (self.output_rgb, self.output_y, self.input_rgb, self.input_y, self.output_cbcr,
+                       self.input_cbcr, self.output_shift, self.input_shift):
+            metric.reset()
 
 
 def tiled_apply(
