@@ -152,3 +152,32 @@ def bn_sync_and_knn(rank: int, world: int, port: int, out: str) -> None:
     torch.save({"knn": knn, "mean": bn.running_mean.clone(), "var": bn.running_var.clone()},
                Path(out) / f"cluster{rank}.pt")
     finish()
+
+
+def dcodr_global_batch(rank: int, world: int, port: int, out: str) -> None:
+    """Each rank encodes its share of one global batch (every world-th image); the codes are gathered with their
+    gradients and the domain-wise loss of the whole batch is backpropagated, then averaged as DDP does."""
+    init(rank, world, port)
+    import torch.distributed as dist
+
+    from lightning_modules.components.distributed import gather, gather_with_grad
+    from lightning_modules.dcodr.losses import DomainContrastiveLoss
+
+    batch = dcodr_batch()
+    encoder = torch.nn.Linear(8, 4, bias=False)
+    torch.nn.init.normal_(encoder.weight, generator=torch.Generator().manual_seed(0))
+    share = slice(rank, None, world)
+    z, z_pos = encoder(batch["x"][share]), encoder(batch["x_pos"][share])
+    loss = DomainContrastiveLoss(0.2, num_negatives=None)(gather_with_grad(z), gather_with_grad(z_pos),
+                                                         gather(batch["domains"][share]))
+    loss.backward()
+    grad = encoder.weight.grad.clone()
+    dist.all_reduce(grad)
+    torch.save({"loss": loss.detach(), "grad": grad / world}, Path(out) / f"dcodr{rank}.pt")
+    finish()
+
+
+def dcodr_batch() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return {"x": torch.randn(16, 8, generator=g), "x_pos": torch.randn(16, 8, generator=g),
+            "domains": torch.arange(16) % 3}

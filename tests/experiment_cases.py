@@ -26,7 +26,8 @@ REPR_TINY = ("data.global_batch_size=4", "data.num_workers=0", "data.eval_batch_
 SMALL_TRUNK = ("model/backbone=conv", "model.backbone.widths=[8,16]")  # the small CNN instead of a ResNet
 HCSC_TINY = ("model.warmup_epochs=0", "model.num_clusters=[6,4,2]", "model.kmeans_restarts=1")
 # DCoDR at test size: 16 px images, 2 x 4 balanced batches, short probes; a small generator where there is one.
-DCODR_TINY = ("data.source.size=16", "data.domains_per_batch=2", "data.per_domain=4", "data.num_workers=0",
+DCODR_TINY = ("data.source.size=16", "data.domains_per_batch=2", "data.per_domain=4", "data.batch_size=8",
+              "data.num_workers=0",
               "model.encoder.hidden_dim=null", "callbacks.disentanglement.mlp_epochs=2",
               "callbacks.disentanglement.linear_epochs=2", "callbacks.embedding_map.max_points=48")
 DCODR_GENERATOR_TINY = ("model.generator.channels=16", "model.reconstruction.perceptual=false")

@@ -20,9 +20,8 @@ def free_port() -> int:
 
 def spawn(fn, tmp_path) -> list[dict]:
     mp.spawn(fn, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
-    name = fn.__name__.split("_")[0]
-    return [torch.load(tmp_path / f"{'moco' if name == 'moco' else 'cluster'}{r}.pt", weights_only=False)
-            for r in range(2)]
+    name = {"moco": "moco", "dcodr": "dcodr"}.get(fn.__name__.split("_")[0], "cluster")
+    return [torch.load(tmp_path / f"{name}{r}.pt", weights_only=False) for r in range(2)]
 
 
 @pytest.mark.ddp
@@ -108,3 +107,19 @@ def test_two_process_knn_with_averaged_batchnorm_equals_one_process(tmp_path) ->
             None, model.embed(data["bank"][order]), data["bank_labels"][order], model.embed(data["queries"][queries]),
             data["query_labels"][queries], 3, "val")
     assert ranks[0]["knn"] == expected == ranks[1]["knn"]
+
+
+@pytest.mark.ddp
+def test_dcodr_two_ranks_sharing_a_global_batch_give_its_one_process_loss_and_gradient(tmp_path) -> None:
+    from lightning_modules.dcodr.losses import DomainContrastiveLoss
+
+    ranks = spawn(helpers.dcodr_global_batch, tmp_path)
+    batch = helpers.dcodr_batch()
+    encoder = torch.nn.Linear(8, 4, bias=False)
+    torch.nn.init.normal_(encoder.weight, generator=torch.Generator().manual_seed(0))
+    loss = DomainContrastiveLoss(0.2, num_negatives=None)(encoder(batch["x"]), encoder(batch["x_pos"]),
+                                                         batch["domains"])
+    loss.backward()
+    for r in ranks:
+        assert r["loss"].item() == pytest.approx(loss.item(), rel=1e-5)
+        assert torch.allclose(r["grad"], encoder.weight.grad, atol=1e-6)

@@ -34,26 +34,39 @@ def test_every_batch_is_domains_times_images() -> None:
         assert len(batch) == 32 and len(counts) == 4 and set(counts.values()) == {8}
 
 
-def test_two_ranks_never_share_a_sample_within_an_epoch() -> None:
+def test_two_ranks_share_one_global_batch_equal_to_the_one_process_batch() -> None:
     domains = np.repeat(np.arange(6), 64)
+    single = BalancedDomainBatchSampler(domains, 3, 8, seed=0)
     ranks = [BalancedDomainBatchSampler(domains, 3, 8, rank=r, world_size=2, seed=0) for r in range(2)]
     for epoch in (0, 1):
-        seen = []
-        for sampler in ranks:
+        for sampler in (single, *ranks):
             sampler.set_epoch(epoch)
-            seen.append({i for batch in sampler for i in batch})
-        assert len(ranks[0]) == len(ranks[1]) == 384 // 48
-        assert not seen[0] & seen[1]
-    first = [b for b in ranks[0]]
-    ranks[0].set_epoch(5)
-    assert [b for b in ranks[0]] != first  # a new shuffle every epoch
+        assert len(single) == len(ranks[0]) == len(ranks[1]) == 384 // 24  # the global batch sets the epoch
+        for whole, part0, part1 in zip(single, *ranks):
+            assert not set(part0) & set(part1) and len(part0) == len(part1) == 12
+            assert sorted(part0 + part1) == sorted(whole)  # the same images, so the same domains and size
+            assert Counter(int(domains[i]) for i in part0 + part1) == Counter(int(domains[i]) for i in whole)
+    first = list(single)
+    single.set_epoch(5)
+    assert list(single) != first  # a new shuffle every epoch
 
 
-def test_small_domains_are_drawn_with_replacement_and_few_domains_are_allowed() -> None:
+def test_a_batch_never_repeats_an_image_and_small_domains_give_fewer() -> None:
     domains = np.array([0] * 3 + [1] * 50)
-    batches = list(BalancedDomainBatchSampler(domains, domains_per_batch=4, per_domain=8, seed=0))
+    batches = list(BalancedDomainBatchSampler(domains, domains_per_batch=4, per_domain=8, seed=0, batches_per_epoch=20))
     for batch in batches:
-        assert len(batch) == 16 and Counter(int(domains[i]) for i in batch) == {0: 8, 1: 8}
+        assert len(batch) == len(set(batch)) == 11 and Counter(int(domains[i]) for i in batch) == {0: 3, 1: 8}
+    two = BalancedDomainBatchSampler(domains, 4, 8, rank=1, world_size=2, seed=0, batches_per_epoch=3)
+    assert all(len(batch) == 5 for batch in two)  # 11 cut to 10, dealt to 2 ranks
+
+
+def test_shuffled_batches_mix_domains_without_repeats() -> None:
+    domains = np.repeat(np.arange(10), 40)
+    sampler = BalancedDomainBatchSampler(domains, mode="shuffled", batch_size=64, seed=3)
+    batches = list(sampler)
+    assert len(batches) == 400 // 64
+    assert all(len(b) == len(set(b)) == 64 for b in batches) and len({i for b in batches for i in b}) == 6 * 64
+    assert all(len({int(domains[i]) for i in b}) > 4 for b in batches)
 
 
 def test_shapes_factors_are_rendered_and_independent_of_the_domain() -> None:

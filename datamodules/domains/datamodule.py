@@ -1,4 +1,5 @@
-"""The DCoDR datamodule: a source, a stratified held-out split, balanced training batches, feature loaders."""
+"""The DCoDR datamodule: a source, a stratified held-out split, balanced (or shuffled) global training batches,
+feature loaders."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ class DomainDataModule(BaseDataModule):
     Args:
         source: where the images come from (a ``*Source`` with ``load()``).
         test_fraction: stratified held-out fraction of every domain (DCoDR: 10 %), by ``split_seed``.
-        domains_per_batch / per_domain: the balanced batch (4 x 32).
+        domains_per_batch / per_domain: the balanced batch (4 x 32), the global batch over all ranks.
+        batching: ``balanced`` (DCoDR) or ``shuffled`` (the standard contrastive ablation: ``batch_size`` images of
+            any domains, the official ``class_negs=False``).
+        batch_size: the shuffled global batch (64).
         augment: the positive-view augmentation (``PositiveAugment``).
         batches_per_epoch: default floor(N_train / (batch x world)) as the official loader.
     """
@@ -26,13 +30,14 @@ class DomainDataModule(BaseDataModule):
     def __init__(self, source: DataSource, augment: PositiveAugment | None = None, test_fraction: float = 0.1,
                  split_seed: int = 2, domains_per_batch: int = 4, per_domain: int = 32,
                  batches_per_epoch: int | None = None, eval_batch_size: int = 256, num_workers: int = 2,
-                 pin_memory: bool = True, seed: int = 0) -> None:
+                 pin_memory: bool = True, seed: int = 0, batching: str = "balanced", batch_size: int = 64) -> None:
         super().__init__()
         self.source, self.augment = source, augment or PositiveAugment()
         self.test_fraction, self.split_seed = test_fraction, split_seed
         self.domains_per_batch, self.per_domain = domains_per_batch, per_domain
         self.batches_per_epoch, self.eval_batch_size = batches_per_epoch, eval_batch_size
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
+        self.batching, self.batch_size = batching, batch_size
         self.data: DomainData | None = None
         self.train_index = self.test_index = np.zeros(0, dtype=np.int64)
 
@@ -77,7 +82,8 @@ class DomainDataModule(BaseDataModule):
         assert self.data is not None
         rank, world = self.distributed_rank()
         sampler = BalancedDomainBatchSampler(self.data.domains[self.train_index], self.domains_per_batch,
-                                             self.per_domain, rank, world, self.seed, self.batches_per_epoch)
+                                             self.per_domain, rank, world, self.seed, self.batches_per_epoch,
+                                             self.batching, self.batch_size)
         dataset = WholeBatches(DomainDataset(self.data, self.train_index, self.augment))
         return self.make_loader(dataset, None, shuffle=False, sampler=sampler)
 

@@ -1,4 +1,5 @@
-"""Domain datasets and the balanced domains x images-per-domain batch sampler (DDP-sharded)."""
+"""Domain datasets and DCoDR's batch sampler (balanced domains x images, or shuffled; one global batch shared
+by the DDP ranks)."""
 
 from __future__ import annotations
 
@@ -54,58 +55,77 @@ class WholeBatches(Dataset):
 
 
 class BalancedDomainBatchSampler(DistributedSampler):
-    """Batches of ``domains_per_batch`` domains x ``per_domain`` images (DCoDR: 4 x 32).
+    """DCoDR's training batches, each a *global* batch that the ranks share.
 
-    Each epoch, every domain's training indices are shuffled and dealt round-robin to the ranks, so ranks draw from
-    disjoint subsets: no sample appears on two ranks within an epoch. Each batch picks its domains uniformly
-    without replacement and takes the next ``per_domain`` unused indices of each (a domain's list is reshuffled
-    when it would overrun, as the official sampler does; a domain smaller than ``per_domain`` is drawn with
-    replacement). Every rank yields the same number of batches.
+    ``balanced`` (DCoDR): ``domains_per_batch`` domains x ``per_domain`` images (4 x 32). Each batch picks its
+    domains uniformly without replacement and takes the next ``per_domain`` unused images of each from that
+    domain's shuffled list, reshuffled when it runs out (the official sampler). An image never appears twice in a
+    batch: a domain with fewer images gives all it has, once. ``shuffled`` (the official ``class_negs=False``
+    ablation, the standard contrastive baseline): consecutive slices of ``batch_size`` of one shuffle of every
+    training image, whatever their domains.
+
+    Every rank draws the same global batch (one generator seeded by seed and epoch) and takes every
+    ``world_size``-th image of it from position ``rank``, the batch cut to a multiple of the world size first; the
+    method gathers the ranks' codes, so the loss sees the same batch as one process would. Batches per epoch:
+    training images / global batch (the official loader), whatever the number of ranks.
     """
 
     def __init__(self, domains: Sequence[int], domains_per_batch: int = 4, per_domain: int = 32, rank: int = 0,
-                 world_size: int = 1, seed: int = 0, batches_per_epoch: int | None = None) -> None:
+                 world_size: int = 1, seed: int = 0, batches_per_epoch: int | None = None, mode: str = "balanced",
+                 batch_size: int = 64) -> None:
         super().__init__(list(domains), num_replicas=world_size, rank=rank, shuffle=False, seed=seed)
+        if mode not in ("balanced", "shuffled"):
+            raise ValueError(f"`data.batching` must be balanced or shuffled, got {mode!r}")
         self.by_domain: dict[int, list[int]] = defaultdict(list)
         for i, d in enumerate(domains):
             self.by_domain[int(d)].append(i)
         self.domain_ids = sorted(self.by_domain)
         if domains_per_batch > len(self.domain_ids):
             domains_per_batch = len(self.domain_ids)  # fewer domains than asked (Edges2Shoes: 2)
-        self.domains_per_batch, self.per_domain = domains_per_batch, per_domain
+        self.domains_per_batch, self.per_domain, self.mode = domains_per_batch, per_domain, mode
+        self.global_batch = domains_per_batch * per_domain if mode == "balanced" else batch_size
         self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, 0
-        total = len(domains)
-        self.batches = batches_per_epoch or max(1, total // (self.domains_per_batch * per_domain * world_size))
+        self.total = len(domains)
+        self.batches = batches_per_epoch or max(1, self.total // self.global_batch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     @property
     def batch_size(self) -> int:
-        return self.domains_per_batch * self.per_domain
+        """Images of one rank's share of a full global batch."""
+        return self.global_batch // self.world_size
 
     def __len__(self) -> int:
         return self.batches
 
-    def __iter__(self) -> Iterator[list[int]]:
-        shared = random.Random(self.seed * 100_003 + self.epoch)  # the same split on every rank
-        own: dict[int, list[int]] = {}
-        for d in self.domain_ids:
-            members = list(self.by_domain[d])
-            shared.shuffle(members)
-            own[d] = members[self.rank::self.world_size] or members  # a tiny domain is shared rather than lost
-        rng = random.Random((self.seed * 100_003 + self.epoch) * 7919 + self.rank)
-        cursor = {d: len(own[d]) for d in self.domain_ids}  # force a shuffle at first use
+    def global_batches(self) -> Iterator[list[int]]:
+        """The epoch's global batches, identical on every rank."""
+        rng = random.Random(self.seed * 100_003 + self.epoch)
+        if self.mode == "shuffled":
+            order: list[int] = []
+            for _ in range(self.batches):
+                if len(order) < self.global_batch:
+                    order = list(range(self.total))
+                    rng.shuffle(order)
+                yield order[:self.global_batch]
+                order = order[self.global_batch:]
+            return
+        lists = {d: list(self.by_domain[d]) for d in self.domain_ids}
+        cursor = {d: len(lists[d]) for d in self.domain_ids}  # force a shuffle at first use
         for _ in range(self.batches):
             batch = []
             for d in rng.sample(self.domain_ids, self.domains_per_batch):
-                members = own[d]
-                if len(members) < self.per_domain:
-                    batch += [rng.choice(members) for _ in range(self.per_domain)]
-                    continue
-                if cursor[d] + self.per_domain > len(members):
+                members = lists[d]
+                take = min(self.per_domain, len(members))  # a small domain: all its images, each once
+                if cursor[d] + take > len(members):
                     rng.shuffle(members)
                     cursor[d] = 0
-                batch += members[cursor[d]:cursor[d] + self.per_domain]
-                cursor[d] += self.per_domain
+                batch += members[cursor[d]:cursor[d] + take]
+                cursor[d] += take
             yield batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.global_batches():
+            usable = len(batch) - len(batch) % self.world_size
+            yield batch[:usable][self.rank::self.world_size]

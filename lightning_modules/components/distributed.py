@@ -18,6 +18,16 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate equally shaped tensors of all ranks along dim 0 (rank order), differentiably: the backward
+    sums, for each rank's own part, the gradients of every rank's loss (``torch.distributed.nn``)."""
+    if not is_distributed():
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()))
+
+
 @torch.no_grad()
 def gather(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate equally shaped tensors of all ranks along dim 0 (rank order); no gradient."""

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_modules.base import BaseModule, OptimizerFactory
+from lightning_modules.components.distributed import gather, gather_with_grad, world_size
 from lightning_modules.components.numerics import full_precision
 from lightning_modules.dcodr.losses import DomainContrastiveLoss, ReconstructionLoss
 from lightning_modules.dcodr.networks import ContentEncoder, DomainGenerator
@@ -130,12 +131,22 @@ class DCoDR(BaseModule):
         return images.view(rows, cols, *images.shape[1:])
 
     # ---- training ------------------------------------------------------------------------------------------
+    def global_batch(self, z: torch.Tensor, z_positive: torch.Tensor | None,
+                     domains: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The codes of every rank's share of the global batch (the sampler deals one batch to the ranks), gathered
+        with their gradients: each rank's loss is the loss of the whole batch, and DDP's averaging of the ranks'
+        gradients gives that loss's gradient (the gather's backward sums the ranks' contributions)."""
+        if world_size() == 1:
+            return z, z_positive, domains
+        positives = gather_with_grad(z_positive) if z_positive is not None else None
+        return gather_with_grad(z), positives, gather(domains)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images, positives, domains = batch["image"], batch["positive"], batch["domain"]
         z = self.content(images)
         # A separate forward: BN statistics per view, as the official code; none without positives.
         z_positive = self.content(positives) if self.hparams.num_positives else None
-        loss_con = self.contrastive(z, z_positive, domains)
+        loss_con = self.contrastive(*self.global_batch(z, z_positive, domains))
         logs = {"train/contrastive": loss_con.detach()}
         loss = loss_con
         if self.generator is not None:
