@@ -105,10 +105,11 @@ class DisentanglementProbes(ReportingCallback):
         self._probe_and_log(trainer, pl_module, test_codes, test_targets, "test")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The learning-curve monitor: the held-out split embedded now, probed as at test time, logged as val/*."""
+        """The learning-curve monitor: the validation split embedded now, probed as at test time, logged as val/*."""
         if not self.every_n_epochs or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        test_codes, test_targets = embed_domains(pl_module, trainer.datamodule.feature_dataloader("eval"))
+        datamodule = trainer.datamodule
+        test_codes, test_targets = embed_domains(pl_module, datamodule.feature_dataloader(datamodule.monitor_split()))
         test_codes = gather_variable(test_codes)
         test_targets = {k: gather_variable(v) for k, v in test_targets.items()}
         self._probe_and_log(trainer, pl_module, test_codes, test_targets, "val")

@@ -1,6 +1,6 @@
 """Representation quality through ``pl_module.embed``: one monitor for MoCo v2, HCSC and DCoDR alike.
 
-During training: weighted kNN of the evaluation split against the training set (``val/knn_top1`` ...).
+During training: weighted kNN of the validation split against the training set (``val/knn_top1`` ...).
 After testing: kNN, a linear probe on frozen features and clustering quality (NMI, AMI, Hungarian ACC) of the
 test split (``test/knn_top1``, ``test/linear_top1``, ``test/nmi``, ...).
 
@@ -134,7 +134,8 @@ class RepresentationEvaluation(ReportingCallback):
             return
         average_batchnorm_statistics(pl_module)  # the ranks' BN statistics differ after a DDP epoch
         bank, bank_labels = self._bank(trainer, pl_module)
-        queries, labels = embed_loader(pl_module, trainer.datamodule.feature_dataloader("eval"))
+        datamodule = trainer.datamodule
+        queries, labels = embed_loader(pl_module, datamodule.feature_dataloader(datamodule.monitor_split()))
         if labels is None:
             return
         metrics = self._knn(pl_module, bank, bank_labels, queries, labels, num_classes, "val")

@@ -77,8 +77,22 @@ class BaseDataModule(pl.LightningDataModule):
         """Classes of a labeled set; None when the data has no class labels."""
         return None
 
+    def has_val_data(self) -> bool:
+        """Whether the data has a validation split (``feature_dataloader("val")``) for the ``val/*`` monitors."""
+        return False
+
+    def monitor_split(self) -> str:
+        """The split the ``val/*`` monitors read: ``val``, or ``eval`` (with a warning) when there is none."""
+        if self.has_val_data():
+            return "val"
+        from pytorch_lightning.utilities import rank_zero_warn
+
+        rank_zero_warn(f"{type(self).__name__} has no validation split: the val/* monitors read the test split, so "
+                       "choose nothing on them (give the data one, e.g. data.val_fraction)")
+        return "eval"
+
     def feature_dataloader(self, split: str = "train") -> DataLoader:
-        """Un-augmented images of ``split`` (train | eval), every sample once across ranks, in order."""
+        """Un-augmented images of ``split`` (train | val | eval), every sample once across ranks, in order."""
         raise NotImplementedError(f"{type(self).__name__} does not implement feature_dataloader(split), which the "
                                   "evaluation callbacks (representation_eval, disentanglement) read")
 

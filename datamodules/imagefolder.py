@@ -89,8 +89,11 @@ class ImageDataModule(BaseDataModule):
         root: data set folder.
         train_dir / val_dir: sub-folders of the two splits (``val_dir=null``: no validation split).
         labeled: True (ImageFolder), False (flat, unlabeled), None (decide by the layout).
-        holdout_fraction: carve this stratified fraction out of the training folder as the evaluation split
-            (CIFAR-10 here ships only its test set: 8,000 to pretrain on, 2,000 held out), by ``split_seed``.
+        holdout_fraction: carve this stratified fraction out of the training folder as the evaluation (test)
+            split (CIFAR-10 here ships only its test set: 8,000 kept, 2,000 held out), by ``split_seed``.
+        val_fraction: carve this stratified fraction out of what is left for training as the validation split
+            (the ``val/*`` monitors and every choice; CIFAR: 6,000 / 2,000 / 2,000). None: no validation split,
+            the monitors then read the evaluation split and say so.
         train_views: the view generator (``Views``) run in the loader workers; ignored with ``device_views``.
         device_views: a ``DeviceViews`` that augments batches on the accelerator after transfer; the workers
             then only decode and resize.
@@ -113,6 +116,7 @@ class ImageDataModule(BaseDataModule):
         val_dir: str | None = "val",
         labeled: bool | None = None,
         holdout_fraction: float | None = None,
+        val_fraction: float | None = None,
         split_seed: int = 0,
         train_views: Views | None = None,
         device_views: Any | None = None,
@@ -132,6 +136,7 @@ class ImageDataModule(BaseDataModule):
         super().__init__()
         self.root, self.train_dir, self.val_dir = Path(root).expanduser(), train_dir, val_dir
         self.labeled, self.holdout_fraction, self.split_seed = labeled, holdout_fraction, split_seed
+        self.val_fraction = val_fraction
         self.train_views = train_views
         self.device_views = device_views
         self.eval_transform = eval_transform or default_eval_transform()
@@ -146,6 +151,8 @@ class ImageDataModule(BaseDataModule):
         self.train_labels: list[int] | None = None
         self.eval_files: list[Path] = []
         self.eval_labels: list[int] | None = None
+        self.val_files: list[Path] = []
+        self.val_labels: list[int] | None = None
         self.classes: list[str] | None = None
 
     # ---- indexing ----------------------------------------------------------------------------------------------
@@ -173,6 +180,12 @@ class ImageDataModule(BaseDataModule):
         elif self.val_dir:
             raise MissingPathError(f"validation folder '{self.root / self.val_dir}' does not exist "
                                     f"(config key `data.val_dir`; set it to null if there is none)")
+        val_files: list[Path] = []
+        val_labels: list[int] | None = None
+        if self.val_fraction:
+            kept, held = stratified_split(labels, len(files), self.val_fraction, self.split_seed + 3)
+            val_files, val_labels = [files[i] for i in held], ([labels[i] for i in held] if labels else None)
+            files, labels = [files[i] for i in kept], ([labels[i] for i in kept] if labels else None)
         if self.max_train_samples and self.max_train_samples < len(files):
             fraction = 1 - self.max_train_samples / len(files)
             kept, _ = stratified_split(labels, len(files), fraction, self.split_seed + 1)
@@ -182,10 +195,12 @@ class ImageDataModule(BaseDataModule):
             chosen = labelled_subset(files, labels, self.label_fraction, self.label_list, self.split_seed + 2)
             files, labels = [files[i] for i in chosen], [labels[i] for i in chosen]  # type: ignore[index]
         if self.verify:
-            bad = check_images([*files, *eval_files], self.on_bad_file, self.run_dir())
+            bad = check_images([*files, *val_files, *eval_files], self.on_bad_file, self.run_dir())
             files, labels = _drop(files, labels, bad)
+            val_files, val_labels = _drop(val_files, val_labels, bad)
             eval_files, eval_labels = _drop(eval_files, eval_labels, bad)
         self.train_files, self.train_labels = files, labels
+        self.val_files, self.val_labels = val_files, val_labels
         self.eval_files, self.eval_labels = eval_files, eval_labels
 
     @property
@@ -202,6 +217,10 @@ class ImageDataModule(BaseDataModule):
     def has_test_data(self) -> bool:
         self.setup()
         return bool(self.eval_files)
+
+    def has_val_data(self) -> bool:
+        self.setup()
+        return bool(self.val_files)
 
     # ---- batch size ------------------------------------------------------------------------------------------
     def per_device_batch_size(self) -> int:
@@ -238,10 +257,11 @@ class ImageDataModule(BaseDataModule):
         return self._loader(dataset, batch, train=True)
 
     def feature_dataloader(self, split: str = "train") -> DataLoader:
-        """Evaluation-transformed images of ``split`` (train | eval), every sample once across ranks, in order."""
+        """Evaluation-transformed images of ``split`` (train | val | eval), every sample once across ranks, in
+        order."""
         self.setup()
-        files, labels = (self.train_files, self.train_labels) if split == "train" else (self.eval_files,
-                                                                                          self.eval_labels)
+        files, labels = {"train": (self.train_files, self.train_labels), "val": (self.val_files, self.val_labels),
+                         "eval": (self.eval_files, self.eval_labels)}[split]
         return self._loader(ImageDataset(files, labels, self.eval_transform, "image"), self.eval_batch_size, False)
 
     def test_dataloader(self) -> DataLoader:

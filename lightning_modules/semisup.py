@@ -34,7 +34,9 @@ class SemiSupervisedFineTune(LinearProbe):
         super().__init__(backbone, num_classes, optimizer, scheduler, channels_last, compile)
         self.metric_name = "semisup"
         self.save_hyperparameters(ignore=["backbone", "optimizer"], logger=False)
-        self.backbone.requires_grad_(True)
+        # Trainable, and in train mode from the start: Lightning keeps a submodule's eval mode through fit, so
+        # LinearProbe's frozen-BN eval mode would otherwise survive and the BN statistics never update.
+        self.backbone.requires_grad_(True).train()
 
     def train(self, mode: bool = True) -> SemiSupervisedFineTune:
         nn.Module.train(self, mode)  # the trunk fine-tunes in train mode (LinearProbe keeps it in eval mode)

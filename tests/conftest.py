@@ -239,7 +239,8 @@ def rain100l_checkpoint(make_cfg: Callable[..., DictConfig], paired_root: Path, 
     from train import train
 
     common = ["experiment=nlcl_rain100l", f"data.root={paired_root}", *NLCL_TINY, *extra,
-              "data.splits.n_rainy=3", "data.splits.n_clean=3", "data.splits.n_test=4"]
+              "data.splits.n_rainy=3", "data.splits.n_clean=3", "data.splits.n_test=3",
+              "data.splits.n_val=1"]
     train(make_cfg(*common, "trainer.max_epochs=1", "data.samples_per_epoch=2", "test=false",
                    "trainer.check_val_every_n_epoch=5", output_dir=output_dir))
     return common, output_dir / "checkpoints" / "last.ckpt"

@@ -64,7 +64,8 @@ class ExperimentCase:
 
 
 def _paired(roots: Roots) -> list[str]:  # the fixture holds 10 pairs
-    return [f"data.root={roots['paired']}", "data.splits.n_rainy=3", "data.splits.n_clean=3", "data.splits.n_test=4"]
+    return [f"data.root={roots['paired']}", "data.splits.n_rainy=3", "data.splits.n_clean=3", "data.splits.n_test=3",
+            "data.splits.n_val=1"]
 
 
 def _official_folders(roots: Roots) -> list[str]:

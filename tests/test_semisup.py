@@ -63,7 +63,9 @@ def test_fine_tuning_trains_the_trunk_which_the_linear_probe_freezes() -> None:
         one_step(model)
         moved = any(not torch.equal(before[k], v) for k, v in model.backbone.state_dict().items())
         assert moved == trunk_moves, type(model).__name__
-    groups = SemiSupervisedFineTune(ConvBackbone((4, 8)), 0.005, 0.02, 3).parameter_groups()
+    fine_tune = SemiSupervisedFineTune(ConvBackbone((4, 8)), 0.005, 0.02, 3)
+    assert fine_tune.backbone.training  # BN statistics update (Lightning keeps submodule modes through fit)
+    groups = fine_tune.parameter_groups()
     assert [(g["name"], g["lr"]) for g in groups] == [("trunk", 0.005), ("head", 0.02)]
 
 

@@ -19,6 +19,8 @@ class DomainDataModule(BaseDataModule):
     Args:
         source: where the images come from (a ``*Source`` with ``load()``).
         test_fraction: stratified held-out fraction of every domain (DCoDR: 10 %), by ``split_seed``.
+        val_fraction: stratified fraction of every domain's *training* images set aside for validation (the
+            ``val/*`` monitors and every choice); 0: none.
         domains_per_batch / per_domain: the balanced batch (4 x 32), the global batch over all ranks.
         batching: ``balanced`` (DCoDR) or ``shuffled`` (the standard contrastive ablation: ``batch_size`` images of
             any domains, the official ``class_negs=False``).
@@ -30,23 +32,27 @@ class DomainDataModule(BaseDataModule):
     def __init__(self, source: DataSource, augment: PositiveAugment | None = None, test_fraction: float = 0.1,
                  split_seed: int = 2, domains_per_batch: int = 4, per_domain: int = 32,
                  batches_per_epoch: int | None = None, eval_batch_size: int = 256, num_workers: int = 2,
-                 pin_memory: bool = True, seed: int = 0, batching: str = "balanced", batch_size: int = 64) -> None:
+                 pin_memory: bool = True, seed: int = 0, batching: str = "balanced", batch_size: int = 64,
+                 val_fraction: float = 0.0) -> None:
         super().__init__()
         self.source, self.augment = source, augment or PositiveAugment()
         self.test_fraction, self.split_seed = test_fraction, split_seed
         self.domains_per_batch, self.per_domain = domains_per_batch, per_domain
         self.batches_per_epoch, self.eval_batch_size = batches_per_epoch, eval_batch_size
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
-        self.batching, self.batch_size = batching, batch_size
+        self.batching, self.batch_size, self.val_fraction = batching, batch_size, val_fraction
         self.data: DomainData | None = None
-        self.train_index = self.test_index = np.zeros(0, dtype=np.int64)
+        self.train_index = self.val_index = self.test_index = np.zeros(0, dtype=np.int64)
 
     def setup(self, stage: str | None = None) -> None:
         if self.data is None:
             self.data = self.source.load(self.split_seed)
             domains = self.data.domains
             train, test = stratified_split(domains, len(domains), self.test_fraction, self.split_seed, "numpy")
-            self.train_index, self.test_index = np.asarray(train, dtype=np.int64), np.asarray(test, dtype=np.int64)
+            kept, val = stratified_split(domains[train], len(train), self.val_fraction, self.split_seed + 1, "numpy")
+            train = np.asarray(train, dtype=np.int64)
+            self.train_index, self.val_index = train[kept], train[val]
+            self.test_index = np.asarray(test, dtype=np.int64)
 
     @property
     def num_domains(self) -> int:
@@ -77,6 +83,10 @@ class DomainDataModule(BaseDataModule):
         self.setup()
         return len(self.test_index) > 0
 
+    def has_val_data(self) -> bool:
+        self.setup()
+        return len(self.val_index) > 0
+
     def train_dataloader(self) -> DataLoader:
         self.setup()
         assert self.data is not None
@@ -88,10 +98,10 @@ class DomainDataModule(BaseDataModule):
         return self.make_loader(dataset, None, shuffle=False, sampler=sampler)
 
     def feature_dataloader(self, split: str = "train") -> DataLoader:
-        """Un-augmented images of ``split`` (train | eval), every sample once across ranks, in order."""
+        """Un-augmented images of ``split`` (train | val | eval), every sample once across ranks, in order."""
         self.setup()
         assert self.data is not None
-        index = self.train_index if split == "train" else self.test_index
+        index = {"train": self.train_index, "val": self.val_index, "eval": self.test_index}[split]
         return self.make_loader(DomainDataset(self.data, index, None), self.eval_batch_size, shuffle=False,
                                 persistent_workers=False)
 

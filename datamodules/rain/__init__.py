@@ -21,9 +21,8 @@ from datamodules.rain.splits import (
     ImageItem,
     PairedFolderSplit,
     RainSplits,
-    SyntheticRainSplits,
-    skimage_photo,
 )
+from datamodules.rain.synthetic_splits import SyntheticRainSplits, skimage_photo
 
 __all__ = [
     "FolderSplits", "FullImageDataset", "ImageItem", "PairedFolderSplit", "RainDataModule", "RainSplits",

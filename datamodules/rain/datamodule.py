@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pytorch_lightning.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from contrastlab.errors import DataError
@@ -14,9 +15,9 @@ from datamodules.rain.splits import (  # noqa: F401  (re-exported)
     PairedFolderSplit,
     RainSource,
     RainSplits,
-    SyntheticRainSplits,
     _items,
 )
+from datamodules.rain.synthetic_splits import SyntheticRainSplits  # noqa: F401  (re-exported)
 from datamodules.verify import check_images
 
 
@@ -29,7 +30,8 @@ class RainDataModule(BaseDataModule):
         crop_size: training crop side (the paper: 256).
         batch_size: training images per device.
         samples_per_epoch: training samples per epoch; default max(|rainy|, |clean|) as in CycleGAN.
-        val_images: held-out test images monitored during training (no model selection on them).
+        val_images: validation images monitored during training: the split's ``val`` pairs, or, when it has none,
+            the first test images (a warning says so: then nothing may be chosen on the monitors).
         val_crop: centre-crop side of the monitored images (keeps validation cheap); None = full image.
         predict_dir: a folder of images to derain with ``eval.py``.
         verify: decode every file once at setup (in parallel) so that a corrupt or truncated file stops the run
@@ -84,7 +86,8 @@ class RainDataModule(BaseDataModule):
             return item is None or item.path not in bad
 
         return RainSplits([i for i in splits.train_rainy if good(i)], [i for i in splits.train_clean if good(i)],
-                          [(r, c) for r, c in splits.test if good(r) and good(c)])
+                          [(r, c) for r, c in splits.test if good(r) and good(c)],
+                          [(r, c) for r, c in splits.val if good(r) and good(c)])
 
     def has_test_data(self) -> bool:
         """Whether ``trainer.test`` has anything to evaluate (builds the split if needed)."""
@@ -103,9 +106,14 @@ class RainDataModule(BaseDataModule):
 
     def val_dataloader(self) -> DataLoader | list:
         assert self.splits is not None
-        if not self.splits.test or self.val_images <= 0:
+        pairs = self.splits.val
+        if not pairs and self.splits.test:
+            rank_zero_warn("the data has no validation split: the val/* monitors read the first test images, so "
+                           "choose nothing on them (give it one: data.splits.n_val, val_dir or val_scenes)")
+            pairs = self.splits.test
+        if not pairs or self.val_images <= 0:
             return []
-        return self._loader(FullImageDataset(self.splits.test[: self.val_images], self.val_crop), 1, shuffle=False)
+        return self._loader(FullImageDataset(pairs[: self.val_images], self.val_crop), 1, shuffle=False)
 
     def test_dataloader(self) -> DataLoader | list:
         assert self.splits is not None

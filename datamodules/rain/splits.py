@@ -1,5 +1,8 @@
-"""Where the rainy and clean images come from: split builders with ``build(seed) -> RainSplits``
-(``FolderSplits``, ``PairedFolderSplit``, ``SyntheticRainSplits``) and the records they return."""
+"""Where the rainy and clean images come from: split builders with ``load(seed) -> RainSplits`` (``FolderSplits``,
+``PairedFolderSplit``; ``SyntheticRainSplits`` in ``synthetic_splits.py``) and the records they return.
+
+Three roles, never sharing an image: training (rainy and clean sets), validation pairs (``val``: the monitors and
+every choice made during development) and test pairs (``test``: reported once, at the end)."""
 
 from __future__ import annotations
 
@@ -9,12 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from contrastlab.errors import DataError, MissingPathError
 from datamodules.base import DataSource
 from datamodules.images import list_images, load_rgb, match_pairs, pil_to_tensor
-from datamodules.rain_synthesis import RainSynthesizer
 
 
 @dataclass
@@ -34,15 +35,16 @@ class ImageItem:
 
 @dataclass
 class RainSplits:
-    """Lists of images for each role; ``test`` holds (rainy, clean-or-None) pairs."""
+    """Lists of images for each role; ``test`` and ``val`` hold (rainy, clean-or-None) pairs."""
 
     train_rainy: list[ImageItem]
     train_clean: list[ImageItem]
     test: list[tuple[ImageItem, ImageItem | None]] = field(default_factory=list)
+    val: list[tuple[ImageItem, ImageItem | None]] = field(default_factory=list)
 
     def files(self) -> list[Path]:
         items = list(self.train_rainy) + list(self.train_clean)
-        for rainy, clean in self.test:
+        for rainy, clean in [*self.test, *self.val]:
             items.append(rainy)
             if clean is not None:
                 items.append(clean)
@@ -97,6 +99,8 @@ class FolderSplits(RainSource):
         test_rainy_dir: rainy test images without ground truth (real rain); ``testA`` under ``cyclegan_root``.
         cyclegan_root: a CycleGAN-layout folder (``trainA``, ``trainB``, optional ``testA``).
         *_ids: keep only files whose stem is in this range, e.g. ``"1-80"`` (numbered benchmarks).
+        val_dir: a paired folder (as ``test_dir``) for validation; ``val_ids`` picks its scenes (keep them out of
+            the training and test ids).
         input_subdir / target_subdir: the paired test folder's sub-folders (SPA-Data: ``rain`` / ``gt``).
         target_suffix: the clean file's stem is the rainy one's plus this (SPA-Data: ``gt``, ``0001gt.png``).
     """
@@ -115,6 +119,8 @@ class FolderSplits(RainSource):
         input_subdir: str = "input",
         target_subdir: str = "target",
         target_suffix: str = "",
+        val_dir: str | None = None,
+        val_ids: str | None = None,
     ) -> None:
         if cyclegan_root is not None:
             root = Path(cyclegan_root)
@@ -124,7 +130,9 @@ class FolderSplits(RainSource):
                 test_rainy_dir = str(root / "testA")
         self.rainy_dir, self.clean_dir = rainy_dir, clean_dir
         self.test_dir, self.test_rainy_dir = test_dir, test_rainy_dir
-        self.ids = {"rainy": rainy_ids, "clean": clean_ids, "test": test_ids, "test_rainy": test_rainy_ids}
+        self.ids = {"rainy": rainy_ids, "clean": clean_ids, "test": test_ids, "test_rainy": test_rainy_ids,
+                    "val": val_ids}
+        self.val_dir = val_dir
         self.input_subdir, self.target_subdir, self.target_suffix = input_subdir, target_subdir, target_suffix
 
     def load(self, seed: int = 0) -> RainSplits:
@@ -134,19 +142,22 @@ class FolderSplits(RainSource):
                         key="data.splits.rainy_ids")
         clean = _select(list_images(self.clean_dir, key="data.splits.clean_dir"), self.ids["clean"],
                         key="data.splits.clean_ids")
-        test: list[tuple[ImageItem, ImageItem | None]] = []
-        if self.test_dir is not None:
-            wanted = _parse_ids(self.ids["test"])
-            pairs = _paired_files(Path(self.test_dir), self.input_subdir, self.target_subdir, "data.splits.test_dir",
-                                  self.target_suffix)
-            for r, c in pairs:
-                if wanted is None or r.stem in wanted:
-                    test.append((ImageItem(r.name, r), ImageItem(c.name, c)))
+        test = self._pairs(self.test_dir, "test")
+        val = self._pairs(self.val_dir, "val")
         if self.test_rainy_dir is not None:
             files = _select(list_images(self.test_rainy_dir, key="data.splits.test_rainy_dir"),
                             self.ids["test_rainy"], key="data.splits.test_rainy_ids")
             test.extend((item, None) for item in _items(files))
-        return RainSplits(_items(rainy), _items(clean), test)
+        return RainSplits(_items(rainy), _items(clean), test, val)
+
+    def _pairs(self, folder: str | None, role: str) -> list[tuple[ImageItem, ImageItem | None]]:
+        """The (rainy, clean) pairs of a paired folder whose stems ``<role>_ids`` names (all when unset)."""
+        if folder is None:
+            return []
+        wanted = _parse_ids(self.ids[role])
+        pairs = _paired_files(Path(folder), self.input_subdir, self.target_subdir, f"data.splits.{role}_dir",
+                              self.target_suffix)
+        return [(ImageItem(r.name, r), ImageItem(c.name, c)) for r, c in pairs if wanted is None or r.stem in wanted]
 
 
 def _paired_files(root: Path, input_subdir: str, target_subdir: str, key: str,
@@ -162,9 +173,11 @@ def _paired_files(root: Path, input_subdir: str, target_subdir: str, key: str,
 class PairedFolderSplit(RainSource):
     """A fair unsupervised protocol on one paired folder (Rain100L layout ``input/N``, ``target/N``).
 
-    The pairs are shuffled by ``seed`` and cut into three disjoint scene sets: ``n_test`` held-out pairs
-    (PSNR/SSIM), ``n_rainy`` scenes whose *rainy* image is used for training and ``n_clean`` other scenes whose
-    *clean* image is used for training. No test scene's clean image is ever seen in training.
+    The pairs are shuffled by ``seed`` and cut into four disjoint scene sets: ``n_test`` held-out pairs
+    (PSNR/SSIM, reported), ``n_rainy`` scenes whose *rainy* image is used for training, ``n_clean`` other scenes
+    whose *clean* image is used for training, and ``n_val`` validation pairs from the scenes left over (the
+    monitors; taken after the others, so adding them leaves the other three sets as they were). No test or
+    validation scene's clean image is ever seen in training.
     """
 
     def __init__(
@@ -175,8 +188,9 @@ class PairedFolderSplit(RainSource):
         n_test: int = 20,
         input_subdir: str = "input",
         target_subdir: str = "target",
+        n_val: int = 0,
     ) -> None:
-        self.root, self.n_rainy, self.n_clean, self.n_test = root, n_rainy, n_clean, n_test
+        self.root, self.n_rainy, self.n_clean, self.n_test, self.n_val = root, n_rainy, n_clean, n_test, n_val
         self.input_subdir, self.target_subdir = input_subdir, target_subdir
 
     def load(self, seed: int = 0) -> RainSplits:
@@ -187,101 +201,20 @@ class PairedFolderSplit(RainSource):
         rest = len(pairs) - n_test
         n_rainy = self.n_rainy if self.n_rainy is not None else rest // 2
         n_clean = self.n_clean if self.n_clean is not None else rest - n_rainy
-        if n_test < 1 or n_rainy < 1 or n_clean < 1 or n_test + n_rainy + n_clean > len(pairs):
+        used = n_test + n_rainy + n_clean
+        if n_test < 1 or n_rainy < 1 or n_clean < 1 or self.n_val < 0 or used + self.n_val > len(pairs):
             raise DataError(
                 f"cannot split {len(pairs)} pairs of '{self.root}' into n_test={n_test}, n_rainy={n_rainy}, "
-                f"n_clean={n_clean} disjoint scenes (config keys `data.splits.n_*`)"
+                f"n_clean={n_clean}, n_val={self.n_val} disjoint scenes (config keys `data.splits.n_*`)"
             )
         test_ids = sorted(order[:n_test])
         rainy_ids = sorted(order[n_test:n_test + n_rainy])
-        clean_ids = sorted(order[n_test + n_rainy:n_test + n_rainy + n_clean])
-        return RainSplits(
-            train_rainy=_items([pairs[i][0] for i in rainy_ids]),
-            train_clean=_items([pairs[i][1] for i in clean_ids]),
-            test=[(ImageItem(pairs[i][0].name, pairs[i][0]), ImageItem(pairs[i][1].name, pairs[i][1]))
-                  for i in test_ids],
-        )
+        clean_ids = sorted(order[n_test + n_rainy:used])
+        val_ids = sorted(order[used:used + self.n_val])
 
+        def as_pairs(ids: list[int]) -> list[tuple[ImageItem, ImageItem | None]]:
+            return [(ImageItem(pairs[i][0].name, pairs[i][0]), ImageItem(pairs[i][1].name, pairs[i][1])) for i in ids]
 
-def skimage_photo(name: str) -> torch.Tensor:
-    """A photograph shipped inside scikit-image (no download), as (3, H, W) in [0, 1]."""
-    import skimage
-
-    folder = Path(skimage.__file__).parent / "data"
-    matches = sorted(folder.glob(f"{name}.*"))
-    if not matches:
-        available = sorted({p.stem for p in folder.glob("*.png")} | {p.stem for p in folder.glob("*.jpg")})
-        raise MissingPathError(f"scikit-image ships no image '{name}'; available: {', '.join(available)}")
-    return pil_to_tensor(load_rgb(matches[0]))
-
-
-class SyntheticRainSplits(RainSource):
-    """Procedural rain on clean photographs: the embedded default needs no download.
-
-    Scenes are used in one of three roles, never two: ``rainy_scenes`` (rain added, training), ``clean_scenes``
-    (training as they are) and ``test_scenes`` (rain added, held out with their clean version as ground truth).
-    ``halved_scenes`` contribute one half (left or right, alternating) to the rainy set and the *other* half to
-    the clean set: the two training sets then share their colour statistics, so the discriminator cannot tell
-    them apart by palette, while no pixel of the rainy set appears clean (unpaired as before).
-    Each rainy image gets ``variants`` independent rain draws; every draw is fixed by ``seed``.
-
-    Args:
-        rainy_scenes / clean_scenes / halved_scenes / test_scenes: scikit-image sample names (``astronaut``) or
-            image file paths.
-        synthesizer: the rain model (``RainSynthesizer``).
-        max_side: downscale photographs so that their longer side is at most this (keeps CPU runs short).
-    """
-
-    def __init__(
-        self,
-        test_scenes: Sequence[str],
-        rainy_scenes: Sequence[str] = (),
-        clean_scenes: Sequence[str] = (),
-        halved_scenes: Sequence[str] = (),
-        synthesizer: RainSynthesizer | None = None,
-        variants: int = 2,
-        max_side: int | None = 384,
-    ) -> None:
-        roles = [set(rainy_scenes), set(clean_scenes), set(halved_scenes), set(test_scenes)]
-        shared = {s for i, a in enumerate(roles) for b in roles[i + 1:] for s in a & b}
-        if shared:
-            raise DataError(f"scenes must be disjoint between rainy, clean, halved and test sets; "
-                             f"shared: {sorted(shared)}")
-        if not (rainy_scenes or halved_scenes) or not (clean_scenes or halved_scenes):
-            raise DataError("synthetic rain needs rainy and clean training scenes (or halved_scenes)")
-        self.rainy_scenes, self.clean_scenes = list(rainy_scenes), list(clean_scenes)
-        self.halved_scenes, self.test_scenes = list(halved_scenes), list(test_scenes)
-        self.synthesizer = synthesizer or RainSynthesizer()
-        self.variants, self.max_side = variants, max_side
-
-    def _load(self, scene: str) -> torch.Tensor:
-        path = Path(scene)
-        image = pil_to_tensor(load_rgb(path)) if path.suffix else skimage_photo(scene)
-        if self.max_side and max(image.shape[1:]) > self.max_side:
-            scale = self.max_side / max(image.shape[1:])
-            size = (round(image.shape[1] * scale), round(image.shape[2] * scale))
-            image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-            image = image.clamp(0, 1)
-        return image
-
-    def load(self, seed: int = 0) -> RainSplits:
-        generator = torch.Generator().manual_seed(seed)
-        rainy_sources = [(Path(s).stem, self._load(s)) for s in self.rainy_scenes]
-        clean_sources = [(Path(s).stem, self._load(s)) for s in self.clean_scenes]
-        for index, scene in enumerate(self.halved_scenes):
-            image = self._load(scene)
-            mid = image.shape[2] // 2
-            stem = Path(scene).stem
-            left, right = (f"{stem}_left", image[:, :, :mid]), (f"{stem}_right", image[:, :, mid:])
-            rainy_half, clean_half = (left, right) if index % 2 == 0 else (right, left)
-            rainy_sources.append(rainy_half)
-            clean_sources.append(clean_half)
-        rainy = [ImageItem(f"{name}_rain{v}.png", tensor=self.synthesizer(image, generator)[0])
-                 for name, image in rainy_sources for v in range(self.variants)]
-        clean = [ImageItem(f"{name}.png", tensor=image) for name, image in clean_sources]
-        test = []
-        for scene in self.test_scenes:
-            image = self._load(scene)
-            name = f"{Path(scene).stem}.png"
-            test.append((ImageItem(name, tensor=self.synthesizer(image, generator)[0]), ImageItem(name, tensor=image)))
-        return RainSplits(rainy, clean, test)
+        return RainSplits(train_rainy=_items([pairs[i][0] for i in rainy_ids]),
+                          train_clean=_items([pairs[i][1] for i in clean_ids]), test=as_pairs(test_ids),
+                          val=as_pairs(val_ids))
