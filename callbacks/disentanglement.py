@@ -8,7 +8,9 @@ stopping (``test/<target>_acc``), a linear probe (``test/<target>_linear_acc``) 
 of every test image among all images: exact matches per target (``test/retrieval_<target>_top1``) and the
 official score with tolerances and a joint all-factors match (``test/official_retrieval_<factor>``,
 ``test/official_retrieval_all``; DCoDR ``retrieval_utils.py``). Probes train on the training split's
-codes and are scored on the held-out split. Rank 0 runs the probes; every rank embeds its own shard.
+codes and are scored on the held-out split (``probe_split: train_test``), or, as the official CelebA evaluation,
+are fitted and scored on a 70 / 30 split of the held-out codes stratified by domain, domains with a single image
+dropped (``probe_split: within_test``). Rank 0 runs the probes; every rank embeds its own shard.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from callbacks.evaluation.neighbours import retrieval_top1, tolerant_retrieval_t
 from callbacks.evaluation.probes import median_predictor_l1, mlp_probe, mlp_regression_probe, ridge_regression_l1
 from datamodules.base import require_datamodule
 from datamodules.domains import DomainDataModule
+from datamodules.stratify import stratified_split
 from lightning_modules.base import require
 from lightning_modules.components.distributed import gather_variable
 
@@ -44,6 +47,19 @@ def embed_domains(pl_module: pl.LightningModule, loader: Any) -> tuple[torch.Ten
     return torch.cat(codes), {k: torch.cat(v) for k, v in targets.items()}
 
 
+def split_within(codes: torch.Tensor, targets: dict[str, torch.Tensor], fit_fraction: float,
+                 seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+    """The official CelebA probe data: the held-out codes of domains with at least 2 images, split by domain into a
+    fitted ``fit_fraction`` and a scored rest (seeded, stratified)."""
+    domains = targets["domain"]
+    keep = torch.bincount(domains)[domains] >= 2
+    codes, targets = codes[keep], {k: v[keep] for k, v in targets.items()}
+    fit, score = stratified_split(targets["domain"].cpu().numpy(), codes.shape[0], 1 - fit_fraction, seed, "numpy")
+    fit_index, score_index = (torch.as_tensor(i, dtype=torch.long, device=codes.device) for i in (fit, score))
+    return (codes[fit_index], {k: v[fit_index] for k, v in targets.items()}, codes[score_index],
+            {k: v[score_index] for k, v in targets.items()})
+
+
 class DisentanglementProbes(ReportingCallback):
     """Args:
         mlp / linear / retrieval: which probes to run.
@@ -55,12 +71,19 @@ class DisentanglementProbes(ReportingCallback):
         retrieval_tolerance: steps a content factor may differ by and still match in the official retrieval score
             (SmallNORB: ``{azimuth: 2}``); absent factors must match exactly.
         cyclic_factors: factors whose distance is taken around the circle (SmallNORB's azimuth).
+        probe_split: ``train_test`` (fit on training codes, score on held-out ones) or ``within_test`` (the official
+            CelebA protocol: a stratified ``probe_fit_fraction`` / rest split of the held-out codes).
+        probe_fit_fraction: the fitted share of ``within_test`` (0.7).
     """
 
     def __init__(self, mlp: bool = True, linear: bool = True, retrieval: bool = True, mlp_epochs: int = 100,
                  mlp_patience: int = 7, linear_epochs: int = 50, max_train_codes: int | None = None,
                  every_n_epochs: int = 0, retrieval_tolerance: dict[str, int] | None = None,
-                 cyclic_factors: list[str] | None = None) -> None:
+                 cyclic_factors: list[str] | None = None, probe_split: str = "train_test",
+                 probe_fit_fraction: float = 0.7) -> None:
+        if probe_split not in ("train_test", "within_test"):
+            raise ValueError(f"`probe_split` must be train_test or within_test, got {probe_split!r}")
+        self.probe_split, self.probe_fit_fraction = probe_split, probe_fit_fraction
         self.mlp, self.linear, self.retrieval = mlp, linear, retrieval
         self.every_n_epochs = every_n_epochs
         self.mlp_epochs, self.mlp_patience, self.linear_epochs = mlp_epochs, mlp_patience, linear_epochs
@@ -126,6 +149,9 @@ class DisentanglementProbes(ReportingCallback):
                                      sorted(k for k in test_targets if k not in levels))
         if trainer.global_rank != 0:
             return
+        if self.probe_split == "within_test":
+            train_codes, train_targets, test_codes, test_targets = split_within(
+                test_codes, test_targets, self.probe_fit_fraction)
         metrics = self.evaluate(train_codes, train_targets, test_codes, test_targets, levels)
         if stage != "test":
             metrics = {f"{stage}/{k.split('/', 1)[1]}": v for k, v in metrics.items()}

@@ -179,7 +179,7 @@ CASES: dict[str, ExperimentCase] = {
     "dcodr_smallnorb": _dcodr(lambda roots: [f"data.source.path={roots['npz']}",
                                              "data.source.factor_keys=[azimuth,elevation,lighting]"],
                               metrics=frozenset({"test/official_retrieval_azimuth", "test/official_retrieval_all"})),
-    "dcodr_celeba": _dcodr(lambda roots: [f"data.source.path={roots['npz']}"],
+    "dcodr_celeba": _dcodr(lambda roots: [f"data.source.path={roots['npz']}", "data.min_domain_images=10"],
                            metrics=frozenset({"test/landmarks_l1", "test/landmarks_linear_l1",
                                               "test/landmarks_l1_baseline"}), check=_landmarks_are_regressed),
     "dcodr_edges2shoes": _dcodr(lambda roots: [f"data.source.root={roots['folder']}",

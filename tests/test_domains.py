@@ -166,3 +166,25 @@ def test_positive_augmentations() -> None:
     assert torch.equal(PositiveAugment(["h_flip"])(image), image.flip(-1))
     with pytest.raises(ValueError, match="unknown augmentation"):
         PositiveAugment(["jpeg"])
+
+
+def test_small_domains_leave_training_and_the_official_probe_split_stays_within_the_test_codes() -> None:
+    import torch
+
+    from callbacks.disentanglement import split_within
+    from datamodules.domains import DomainData
+
+    class Fixed:
+        def load(self, seed: int = 0) -> DomainData:
+            domains = np.repeat(np.arange(3), [30, 30, 10])  # domain 2 is below the minimum of 20
+            return DomainData(np.zeros((70, 8, 8, 3), np.uint8), domains, {"pose": np.arange(70) % 5})
+
+    dm = DomainDataModule(Fixed(), test_fraction=0.3, min_domain_images=20, num_workers=0)
+    dm.setup()
+    domains = dm.data.domains
+    assert set(domains[dm.train_index].tolist()) == {0, 1} and 2 in set(domains[dm.test_index].tolist())
+    codes = torch.randn(21, 4)
+    targets = {"domain": torch.tensor([0] * 10 + [1] * 10 + [2]), "pose": torch.arange(21) % 5}
+    fit_x, fit_y, score_x, score_y = split_within(codes, targets, 0.7)
+    assert len(fit_x) == 14 and len(score_x) == 6  # the single-image domain 2 dropped, 7 / 3 of each domain
+    assert Counter(fit_y["domain"].tolist()) == {0: 7, 1: 7} and Counter(score_y["domain"].tolist()) == {0: 3, 1: 3}

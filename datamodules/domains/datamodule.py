@@ -21,6 +21,8 @@ class DomainDataModule(BaseDataModule):
         test_fraction: stratified held-out fraction of every domain (DCoDR: 10 %), by ``split_seed``.
         val_fraction: stratified fraction of every domain's *training* images set aside for validation (the
             ``val/*`` monitors and every choice); 0: none.
+        min_domain_images: train only on domains with at least this many images (the official CelebA training
+            drops identities with 19 or fewer: 20); their held-out images stay in the test split.
         domains_per_batch / per_domain: the balanced batch (4 x 32), the global batch over all ranks.
         batching: ``balanced`` (DCoDR) or ``shuffled`` (the standard contrastive ablation: ``batch_size`` images of
             any domains, the official ``class_negs=False``).
@@ -33,7 +35,7 @@ class DomainDataModule(BaseDataModule):
                  split_seed: int = 2, domains_per_batch: int = 4, per_domain: int = 32,
                  batches_per_epoch: int | None = None, eval_batch_size: int = 256, num_workers: int = 2,
                  pin_memory: bool = True, seed: int = 0, batching: str = "balanced", batch_size: int = 64,
-                 val_fraction: float = 0.0) -> None:
+                 val_fraction: float = 0.0, min_domain_images: int = 0) -> None:
         super().__init__()
         self.source, self.augment = source, augment or PositiveAugment()
         self.test_fraction, self.split_seed = test_fraction, split_seed
@@ -41,6 +43,7 @@ class DomainDataModule(BaseDataModule):
         self.batches_per_epoch, self.eval_batch_size = batches_per_epoch, eval_batch_size
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
         self.batching, self.batch_size, self.val_fraction = batching, batch_size, val_fraction
+        self.min_domain_images = min_domain_images
         self.data: DomainData | None = None
         self.train_index = self.val_index = self.test_index = np.zeros(0, dtype=np.int64)
 
@@ -52,6 +55,9 @@ class DomainDataModule(BaseDataModule):
             kept, val = stratified_split(domains[train], len(train), self.val_fraction, self.split_seed + 1, "numpy")
             train = np.asarray(train, dtype=np.int64)
             self.train_index, self.val_index = train[kept], train[val]
+            if self.min_domain_images:
+                sizes = np.bincount(domains)
+                self.train_index = self.train_index[sizes[domains[self.train_index]] >= self.min_domain_images]
             self.test_index = np.asarray(test, dtype=np.int64)
 
     @property
