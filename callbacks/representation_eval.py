@@ -35,13 +35,16 @@ from lightning_modules.components.kmeans import spherical_kmeans
 
 
 @torch.no_grad()
-def embed_loader(pl_module: pl.LightningModule, loader: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Embeddings and labels of this rank's share of ``loader`` (model in eval mode, restored afterwards)."""
+def embed_loader(pl_module: pl.LightningModule, loader: Any,
+                 dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Embeddings (in ``dtype``, default as ``embed`` gives them) and labels of this rank's share of ``loader``
+    (model in eval mode, restored afterwards)."""
     was_training = pl_module.training
     pl_module.eval()
     features, labels = [], []
     for batch in loader:
-        features.append(pl_module.embed(batch["image"].to(pl_module.device, non_blocking=True)))
+        embedding = pl_module.embed(batch["image"].to(pl_module.device, non_blocking=True))
+        features.append(embedding.to(dtype) if dtype is not None else embedding)
         if "label" in batch:
             labels.append(torch.as_tensor(batch["label"]).to(pl_module.device))
     pl_module.train(was_training)
@@ -62,18 +65,24 @@ class RepresentationEvaluation(ReportingCallback):
         cluster_k: the numbers of clusters (None: the number of classes). k = classes is logged as ``test/nmi``
             ..., any other k as ``test/nmi_k<k>`` ... (the HCSC README: 25,000 and 1,000 on ImageNet).
         cluster_split: ``test`` (the held-out embeddings) or ``train`` (the training set, k-means distributed
-            over the ranks' shards, as HCSC clusters ImageNet's training images).
+            over the ranks' shards).
+        knn_bank_dtype: ``float32`` or ``bfloat16`` / ``float16``: the kNN memory bank (and its similarities) in half
+            precision, half the memory (``bench/RESULTS.md``: how often the top-k changes); the probes and
+            clustering get fp32 features.
     """
 
     def __init__(self, knn_k: Sequence[int] = (20, 200), knn_temperature: float = 0.07, every_n_epochs: int = 1,
                  logistic_regression: bool = True, probe_epochs: int = 100, probe_lr: float = 0.1,
                  clustering: bool = True, cluster_k: Sequence[int] | None = None,
-                 cluster_split: str = "test") -> None:
+                 cluster_split: str = "test", knn_bank_dtype: str = "float32") -> None:
         if cluster_split not in ("test", "train"):
             raise ValueError(f"`cluster_split` must be test or train, got {cluster_split!r}")
         self.knn_k, self.knn_temperature, self.every_n_epochs = list(knn_k), knn_temperature, every_n_epochs
         self.logistic_regression, self.probe_epochs, self.probe_lr = logistic_regression, probe_epochs, probe_lr
         self.clustering, self.cluster_k, self.cluster_split = clustering, cluster_k, cluster_split
+        if knn_bank_dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"`knn_bank_dtype` must be float32, bfloat16 or float16, got {knn_bank_dtype!r}")
+        self.bank_dtype = getattr(torch, knn_bank_dtype)
         self._memory_reported = False
         self._test: list[tuple[torch.Tensor, torch.Tensor]] = []
 
@@ -116,14 +125,15 @@ class RepresentationEvaluation(ReportingCallback):
         shard_rows, dim = bank.shape
         rows = all_reduce_sum(torch.tensor([shard_rows], device=bank.device))
         bank_rows = int(rows)
-        peak = knn_memory_bytes(shard_rows, queries, dim, max(self.knn_k), world_size()) / 2**20
+        peak = knn_memory_bytes(shard_rows, queries, dim, max(self.knn_k), world_size(),
+                                bank_bytes=bank.element_size()) / 2**20
         whole = 4 * bank_rows * dim / 2**20
         rank_zero_info(f"[contrastlab] kNN monitor: bank {bank_rows} x {dim} in {world_size()} shard(s) of "
                        f"{shard_rows}; peak about {peak:.0f} MB a rank (the whole bank alone: {whole:.0f} MB)")
 
     def _bank(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's shard of the training features (never gathered for kNN)."""
-        return embed_loader(pl_module, trainer.datamodule.feature_dataloader("train"))
+        """This rank's shard of the training features (never gathered for kNN), in ``knn_bank_dtype``."""
+        return embed_loader(pl_module, trainer.datamodule.feature_dataloader("train"), self.bank_dtype)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         num_classes = self._num_classes(trainer)
@@ -178,11 +188,11 @@ class RepresentationEvaluation(ReportingCallback):
         metrics = self._knn(pl_module, bank, bank_labels, local, local_labels, num_classes, "test")
         queries, labels = gather_variable(local), gather_variable(local_labels)
         if self.logistic_regression:  # the probe trains on every training feature: gathered here only
-            probe = logistic_regression_probe(gather_variable(bank), gather_variable(bank_labels), queries, labels,
-                                              num_classes, self.probe_epochs, self.probe_lr)
+            probe = logistic_regression_probe(gather_variable(bank.float()), gather_variable(bank_labels), queries,
+                                              labels, num_classes, self.probe_epochs, self.probe_lr)
             metrics.update({"test/linear_top1": probe["top1"], "test/linear_top5": probe["top5"]})
         if self.clustering:
-            points, point_labels = (queries, labels) if self.cluster_split == "test" else (bank, bank_labels)
+            points, point_labels = (queries, labels) if self.cluster_split == "test" else (bank.float(), bank_labels)
             metrics.update(self._cluster_scores(points, point_labels, num_classes, self.cluster_split == "train"))
         pl_module.log_dict(metrics)  # identical on every rank
         self._test = []

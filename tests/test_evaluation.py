@@ -219,3 +219,15 @@ def test_chroma_metrics_match_skimage_and_see_a_tint_that_luma_misses() -> None:
     scores = {k: float(v) for k, v in metrics.compute().items()}
     assert scores["psnr_y"] > 45 and scores["psnr_cbcr"] < 35  # luma barely moves, chroma does
     assert scores["colour_shift"] > 20 and scores["colour_shift_rainy"] == 0.0
+
+
+def test_a_half_precision_bank_read_in_blocks_keeps_the_neighbours() -> None:
+    from callbacks.evaluation.neighbours import sharded_topk
+
+    bank, bank_labels = blobs(60, 3, 8, seed=4)
+    queries, _ = blobs(9, 3, 8, seed=5)
+    full_sims, full_labels = sharded_topk(bank, bank_labels, queries, 10)
+    for dtype in (torch.float16, torch.bfloat16):
+        sims, labels = sharded_topk(bank.to(dtype), bank_labels, queries, 10, chunk=4, bank_chunk=7)  # 9 blocks
+        assert sims.dtype == torch.float32 and torch.allclose(sims, full_sims, atol=1e-2)
+        assert (labels == full_labels).float().mean() > 0.9  # near-ties may swap, the labels hardly change

@@ -52,26 +52,42 @@ def knn_predict_many(
 
 
 @torch.no_grad()
+def normalise_rows(x: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    """Unit rows in ``x``'s own dtype, normalised in fp32 a chunk at a time (no fp32 copy of a half bank)."""
+    out = torch.empty_like(x)
+    for start in range(0, x.shape[0], chunk):
+        out[start:start + chunk] = F.normalize(x[start:start + chunk].float(), dim=1).to(x.dtype)
+    return out
+
+
+@torch.no_grad()
 def sharded_topk(bank_shard: torch.Tensor, shard_labels: torch.Tensor, queries: torch.Tensor, k: int,
-                 chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+                 chunk: int = 1024, bank_chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
     """Cosine similarities and labels (Q, k) of every query's k nearest neighbours in the whole bank, sorted, when
     each rank holds one shard of it and every rank has the same ``queries``: each rank takes its shard's top-k,
     the (Q, k) candidates of all ranks are gathered and the best k kept. On one process: the bank's top-k.
 
     Memory per rank: the shard (and its normalised copy), the queries, one ``chunk`` x shard similarity block and
     ranks x Q x k candidates, instead of the whole bank on every rank. A bank smaller than k pads with
-    similarity -inf (weight 0).
+    similarity -inf (weight 0). A half-precision bank (``knn_bank_dtype``) stays half in memory: it is read in
+    blocks of ``bank_chunk`` rows, each raised to fp32 for its similarities, and the blocks' top-k merged.
     """
-    bank = F.normalize(bank_shard.float(), dim=1)
+    bank = normalise_rows(bank_shard) if bank_shard.dtype != torch.float32 else F.normalize(bank_shard, dim=1)
     queries = F.normalize(queries.float(), dim=1)
     count = queries.shape[0]
     sims = torch.full((count, k), float("-inf"), device=queries.device)
     labels = torch.zeros((count, k), dtype=torch.long, device=queries.device)
-    local = min(k, bank.shape[0])
+    bank_chunk = bank.shape[0] if bank.dtype == torch.float32 else bank_chunk
     for start in range(0, count, chunk):
-        block_sims, block_index = (queries[start:start + chunk] @ bank.T).topk(local, dim=1)
-        sims[start:start + chunk, :local] = block_sims
-        labels[start:start + chunk, :local] = shard_labels[block_index]
+        block_sims, block_labels = sims[start:start + chunk], labels[start:start + chunk]
+        for row in range(0, bank.shape[0], bank_chunk):
+            rows = bank[row:row + bank_chunk].float()
+            top_sims, top_index = (queries[start:start + chunk] @ rows.T).topk(min(k, rows.shape[0]), dim=1)
+            merged = torch.cat((block_sims, top_sims), dim=1)
+            merged_labels = torch.cat((block_labels, shard_labels[row:row + bank_chunk][top_index]), dim=1)
+            block_sims, where = merged.topk(k, dim=1)
+            block_labels = merged_labels.gather(1, where)
+        sims[start:start + chunk], labels[start:start + chunk] = block_sims, block_labels
     ranks = world_size()
     if ranks == 1:
         return sims, labels
@@ -93,10 +109,14 @@ def knn_vote(sims: torch.Tensor, labels: torch.Tensor, num_classes: int, ks: lis
     return scores
 
 
-def knn_memory_bytes(shard_rows: int, queries: int, dim: int, k: int, ranks: int, chunk: int = 1024) -> int:
-    """Peak bytes ``sharded_topk`` holds on one rank (fp32 features): the shard and its normalised copy, the
-    gathered queries and their normalised copy, one similarity block, and the gathered candidates (float + long)."""
-    return 4 * (2 * shard_rows * dim + 2 * queries * dim + min(chunk, queries) * shard_rows) + 12 * ranks * queries * k
+def knn_memory_bytes(shard_rows: int, queries: int, dim: int, k: int, ranks: int, chunk: int = 1024,
+                     bank_bytes: int = 4) -> int:
+    """Peak bytes ``sharded_topk`` holds on one rank: the shard and its normalised copy (``bank_bytes`` an element:
+    4 fp32, 2 half), the gathered queries and their normalised copy, one fp32 similarity block (a half bank: one
+    block of 65,536 rows raised to fp32 as well), and the gathered candidates (float + long)."""
+    rows = shard_rows if bank_bytes == 4 else min(65536, shard_rows)
+    block = 4 * min(chunk, queries) * rows + (0 if bank_bytes == 4 else 4 * rows * dim)
+    return bank_bytes * 2 * shard_rows * dim + 4 * 2 * queries * dim + block + 12 * ranks * queries * k
 
 
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, topk: tuple[int, ...] = (1, 5)) -> dict[int, float]:
