@@ -234,3 +234,29 @@ def test_gradient_accumulation_is_refused_by_moco_in_one_line(make_cfg, data_roo
                    "trainer.accumulate_grad_batches=2", "trainer.fast_dev_run=true")
     with pytest.raises(ConfigError, match="accumulate_grad_batches=2 is not supported"):
         train(cfg)
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_write_one_run_folder_and_resume_it(tmp_path) -> None:
+    """Two torchrun "nodes" on this machine (static rendezvous, one process each): one run folder, which a second
+    launch of both nodes resumes with ckpt_path=last."""
+    common = ["experiment=nlcl_demo", *NLCL_TINY, "data.samples_per_epoch=8", "data.val_images=2", "test=false",
+              "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2", "trainer.strategy=ddp",
+              "trainer.enable_progress_bar=false", "print_config=false", f"paths.log_dir={tmp_path}"]
+
+    def launch(*extra: str) -> None:
+        port = str(free_port())
+        nodes = [subprocess.Popen(["torchrun", "--nnodes=2", f"--node-rank={node}", "--nproc-per-node=1",
+                                   "--master-addr=127.0.0.1", f"--master-port={port}", "train.py", *common, *extra],
+                                  cwd=ROOT, env={**CLEAN_ENV, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for node in (0, 1)]
+        outputs = [node.communicate()[0] for node in nodes]
+        assert all(node.returncode == 0 for node in nodes), "\n".join(o[-2000:] for o in outputs)
+
+    launch("trainer.max_epochs=1")
+    runs = list((tmp_path / "nlcl_demo" / "runs").iterdir())
+    assert len(runs) == 1  # both nodes wrote into rank 0's folder
+    launch("trainer.max_epochs=2", "ckpt_path=last", f"hydra.run.dir={runs[0]}")
+    assert len(list((tmp_path / "nlcl_demo" / "runs").iterdir())) == 1
+    state = torch.load(runs[0] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["epoch"] == 1 and state["global_step"] > 0
