@@ -15,7 +15,8 @@ import pytest
 import yaml
 from conftest import CLEAN_ENV, NLCL_TINY, ROOT
 
-from contrastlab.aggregate import aggregate, describe, main
+from contrastlab.aggregate import aggregate, main
+from contrastlab.sweep_jobs import describe
 
 NLCL_FAST = [*NLCL_TINY, "data.samples_per_epoch=2", "trainer.max_epochs=1", "trainer.limit_val_batches=1",
              "print_config=false", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]

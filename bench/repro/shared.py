@@ -6,7 +6,7 @@ import csv
 from collections.abc import Iterable
 from pathlib import Path
 
-from contrastlab.aggregate import describe
+from contrastlab.sweep_jobs import describe
 
 # Smoke scale -> the scale whose experiments it runs, at toy sizes, in seconds on the CPU.
 SMOKE_SCALES = {"tiny": "cpu", "gpu_tiny": "gpu"}
@@ -35,7 +35,7 @@ def curve(run_dir: Path, key: str) -> list[tuple[int, float]]:
 
 
 def mean(values: Iterable[float]) -> float:
-    """The seeds' mean, by the same code as ``python -m contrastlab.aggregate``."""
+    """The seeds' mean, by the code of ``python -m contrastlab.aggregate`` (``sweep_jobs.describe``)."""
     return describe(values).mean
 
 
