@@ -12,9 +12,10 @@ from repro.shared import bar_table, cells, curve, experiment_scale, mean, plot_c
 
 EXPERIMENTS = {"cpu": "nlcl_rain100l_cpu", "gpu": "nlcl_rain100l"}
 TINY = ["trainer.max_epochs=2", "data.samples_per_epoch=4", "data.batch_size=2", "data.crop_size=32",
-        "data.num_workers=0", "data.splits.n_rainy=4", "data.splits.n_clean=4", "data.splits.n_test=2",
-        "data.val_images=2", "data.val_crop=32", "trainer.check_val_every_n_epoch=1", "model.num_negatives=8",
-        "model.num_locations=8", "model.patch_size=8", "model.search_size=16", "callbacks.derain_grid.size=32"]
+        "data.num_workers=0", "data.splits.n_rainy=3", "data.splits.n_clean=3", "data.splits.n_test=2",
+        "data.splits.n_val=2", "data.val_images=2", "data.val_crop=32", "trainer.check_val_every_n_epoch=1",
+        "model.num_negatives=8", "model.num_locations=8", "model.patch_size=8", "model.search_size=16",
+        "callbacks.derain_grid.size=32"]
 KEYS = ["test/psnr", "test/psnr_rainy", "test/psnr_y", "test/psnr_y_rainy", "test/ssim", "test/ssim_rainy"]
 GAIN = 1.0
 
