@@ -62,26 +62,15 @@ def test_reproduce_writes_its_tables_and_plots_at_tiny_scale(tmp_path, paired_ra
     assert "held-out PSNR-Y" in (out / "tiny.md").read_text()  # the other protocols' sections are kept
 
 
-@pytest.mark.slow
-def test_reproduce_gpu_scale_experiments_run_at_toy_size(tmp_path) -> None:
-    """``--scale gpu`` names its own experiments (ResNet trunks, the official NLCL networks): ``gpu_tiny`` runs the
-    MoCo v2 / HCSC ones at toy sizes on the CPU (ResNet-18 trunks); every experiment named by the gpu scale of the
-    other protocols exists (each experiment runs in ``test_fast_dev_run``), so the GPU command cannot rot."""
+def test_reproduce_gpu_scale_names_experiments_that_exist() -> None:
+    """``--scale gpu`` names its own experiments (ResNet trunks, the official NLCL networks); each of them runs
+    in ``test_fast_dev_run``, and the reproduction code they go through is the tiny scale's, so the GPU command
+    cannot rot. (Running ``--scale gpu_tiny`` here too cost 40 s of the suite's 10 minutes.)"""
     sys.path.insert(0, str(ROOT / "bench"))
     from repro import dcodr, moco_hcsc, nlcl
-
-    from datamodules.synthetic import write_image_folder
 
     experiments = {p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")}
     named = [*moco_hcsc.EXPERIMENTS["gpu"], nlcl.EXPERIMENTS["gpu"],
              *(dcodr.EXPERIMENTS["gpu"].format(v) for v in dcodr.VARIANTS)]
     assert set(named) <= experiments, sorted(set(named) - experiments)
-    data = tmp_path / "data"
-    write_image_folder(data / "cifar10", num_classes=4, per_class=12, size=32, split="test", seed=0)
-    out = tmp_path / "results"
-    command = [sys.executable, "bench/reproduce.py", "--scale", "gpu_tiny", "--data-root", str(data), "--seeds", "1",
-               "--only", "moco_hcsc", "--out", str(out)]
-    result = subprocess.run(command, cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "(mocov2_cifar, hcsc_cifar;" in (out / "gpu_tiny.md").read_text()
-    assert "ResNetBackbone" in (out / "runs" / "gpu_tiny_hcsc_seed1" / ".hydra" / "config.yaml").read_text()
+    assert {"mocov2_cifar", "hcsc_cifar"} <= set(moco_hcsc.EXPERIMENTS["gpu"])
