@@ -118,49 +118,6 @@ def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 @pytest.mark.ddp
-def test_ddp_sim_two_processes_write_one_run_folder(make_cfg, tmp_path) -> None:
-    from hydra.utils import instantiate
-
-    from callbacks.randomness import reseed, stream_seed
-    from lightning_modules.components.restoration_eval import RestorationMetrics
-
-    run_dir = tmp_path / "runs" / "ddp"
-    common = ["experiment=nlcl_demo", "trainer=ddp_sim", *NLCL_TINY, "data.samples_per_epoch=8", "data.val_images=3",
-              "print_config=false", "trainer.enable_progress_bar=false", f"paths.log_dir={tmp_path}",
-              f"hydra.run.dir={run_dir}", "+callbacks.draws._target_=helpers.RecordEpochDraws",
-              f"+callbacks.draws.path={tmp_path / 'draws'}"]
-    cli("train.py", *common, "trainer.max_epochs=1", env={"PYTHONPATH": str(ROOT / "tests")})
-    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["ddp"]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    # Resumed for a second epoch: every rank continues its own stream, as an uninterrupted run would.
-    cli("train.py", *common, "trainer.max_epochs=2", "ckpt_path=last", "test=false",
-        env={"PYTHONPATH": str(ROOT / "tests")})
-    draws = {rank: [json.loads(line) for line in (tmp_path / f"draws.rank{rank}").read_text().splitlines()]
-             for rank in (0, 1)}
-    for rank, lines in draws.items():
-        assert [epoch for epoch, _ in lines] == [0, 1]
-        for epoch, values in lines:
-            reseed(stream_seed(42, rank, epoch))
-            assert values == pytest.approx(torch.rand(4).tolist())
-    assert draws[0][0][1] != draws[1][0][1] and draws[0][1][1] != draws[1][1][1]  # ranks draw differently
-    # The rainy-input scores depend on the data alone: the sharded, rank-reduced value equals one process's.
-    datamodule = instantiate(make_cfg("experiment=nlcl_demo", *NLCL_TINY).data)
-    datamodule.setup("test")
-    reference = RestorationMetrics()
-    for sample in datamodule.test_dataloader():
-        reference.update(sample["rainy"] * 0.5 + 0.5, sample["rainy"] * 0.5 + 0.5, sample["target"] * 0.5 + 0.5)
-    expected = reference.compute()
-    assert metrics["test/psnr_rainy"] == pytest.approx(float(expected["psnr_rainy"]), rel=1e-5)
-    assert metrics["test/ssim_rainy"] == pytest.approx(float(expected["ssim_rainy"]), rel=1e-5)
-    assert "test/psnr" in metrics
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    # 8 samples / (2 ranks x batch 2) = 2 iterations an epoch, D + G each, 2 epochs (the second one resumed)
-    assert checkpoint["global_step"] == 2 * 2 * 2
-    assert (run_dir / "images" / "test_grid.png").exists()
-
-
-@pytest.mark.slow
-@pytest.mark.ddp
 def test_ddp_sim_hcsc_and_dcodr_train_on_two_processes(tmp_path, tiny_cifar_root) -> None:
     """HCSC clusters the sharded training set inside Lightning; DCoDR draws per-rank balanced batches."""
     common = ["trainer=ddp_sim", "trainer.max_epochs=1", "print_config=false", "trainer.enable_progress_bar=false",
@@ -238,26 +195,55 @@ def test_gradient_accumulation_is_refused_by_moco_in_one_line(make_cfg, data_roo
 
 
 @pytest.mark.slow
-def test_two_torchrun_nodes_write_one_run_folder_and_resume_it(tmp_path) -> None:
-    """Two torchrun "nodes" on this machine (static rendezvous, one process each): one run folder, which a second
-    launch of both nodes resumes with ckpt_path=last."""
-    common = ["experiment=nlcl_demo", *NLCL_TINY, "data.samples_per_epoch=8", "data.val_images=2", "test=false",
+@pytest.mark.ddp
+def test_two_torchrun_nodes_share_one_run_folder_resume_it_and_keep_their_own_streams(make_cfg, tmp_path) -> None:
+    """Two torchrun "nodes" on this machine (static rendezvous, one process each) write one run folder; a second
+    launch of both resumes it with ckpt_path=last, every rank continuing its own random stream; the sharded,
+    rank-reduced test scores equal one process's."""
+    from hydra.utils import instantiate
+
+    from callbacks.randomness import reseed, stream_seed
+    from lightning_modules.components.restoration_eval import RestorationMetrics
+
+    common = ["experiment=nlcl_demo", *NLCL_TINY, "data.samples_per_epoch=8", "data.val_images=2",
               "trainer.accelerator=cpu", "trainer.devices=1", "trainer.num_nodes=2", "trainer.strategy=ddp",
-              "trainer.enable_progress_bar=false", "print_config=false", f"paths.log_dir={tmp_path}"]
+              "trainer.enable_progress_bar=false", "print_config=false", f"paths.log_dir={tmp_path}",
+              "+callbacks.draws._target_=helpers.RecordEpochDraws", f"+callbacks.draws.path={tmp_path / 'draws'}"]
 
     def launch(*extra: str) -> None:
         port = str(free_port())
+        env = {**CLEAN_ENV, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT / "tests")}
         nodes = [subprocess.Popen(["torchrun", "--nnodes=2", f"--node-rank={node}", "--nproc-per-node=1",
                                    "--master-addr=127.0.0.1", f"--master-port={port}", "train.py", *common, *extra],
-                                  cwd=ROOT, env={**CLEAN_ENV, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True) for node in (0, 1)]
+                                  cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                 for node in (0, 1)]
         outputs = [node.communicate()[0] for node in nodes]
         assert all(node.returncode == 0 for node in nodes), "\n".join(o[-2000:] for o in outputs)
 
     launch("trainer.max_epochs=1")
     runs = list((tmp_path / "nlcl_demo" / "runs").iterdir())
     assert len(runs) == 1  # both nodes wrote into rank 0's folder
-    launch("trainer.max_epochs=2", "ckpt_path=last", f"hydra.run.dir={runs[0]}")
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    launch("trainer.max_epochs=2", "ckpt_path=last", "test=false", f"hydra.run.dir={runs[0]}")
     assert len(list((tmp_path / "nlcl_demo" / "runs").iterdir())) == 1
-    state = torch.load(runs[0] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert state["epoch"] == 1 and state["global_step"] > 0
+    checkpoint = torch.load(runs[0] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    # 8 samples / (2 ranks x batch 2) = 2 iterations an epoch, D + G each, 2 epochs (the second one resumed)
+    assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 2 * 2 * 2
+    draws = {rank: [json.loads(line) for line in (tmp_path / f"draws.rank{rank}").read_text().splitlines()]
+             for rank in (0, 1)}
+    for rank, lines in draws.items():
+        assert [epoch for epoch, _ in lines] == [0, 1]
+        for epoch, values in lines:
+            reseed(stream_seed(42, rank, epoch))
+            assert values == pytest.approx(torch.rand(4).tolist())
+    assert draws[0][0][1] != draws[1][0][1] and draws[0][1][1] != draws[1][1][1]  # ranks draw differently
+    # The rainy-input scores depend on the data alone: the sharded, rank-reduced value equals one process's.
+    datamodule = instantiate(make_cfg("experiment=nlcl_demo", *NLCL_TINY).data)
+    datamodule.setup("test")
+    reference = RestorationMetrics()
+    for sample in datamodule.test_dataloader():
+        reference.update(sample["rainy"] * 0.5 + 0.5, sample["rainy"] * 0.5 + 0.5, sample["target"] * 0.5 + 0.5)
+    expected = reference.compute()
+    assert metrics["test/psnr_rainy"] == pytest.approx(float(expected["psnr_rainy"]), rel=1e-5)
+    assert metrics["test/ssim_rainy"] == pytest.approx(float(expected["ssim_rainy"]), rel=1e-5)
+    assert (runs[0] / "images" / "test_grid.png").exists()
