@@ -18,7 +18,7 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from callbacks.base import ArtifactCallback  # noqa: E402
-from contrastlab.checkpoints import checkpoints_trusted, load_checkpoint, trust_checkpoints  # noqa: E402
+from contrastlab.checkpoints import load_checkpoint, trainer_load_options, trust_checkpoints  # noqa: E402
 from contrastlab.errors import CheckpointError, ConfigError, report_user_errors  # noqa: E402
 from contrastlab.export import export_trunk  # noqa: E402
 from contrastlab.run import (  # noqa: E402
@@ -63,11 +63,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     metrics: dict[str, float] = {}
     if cfg.mode == "test":
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not checkpoints_trusted())
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, **trainer_load_options())
         metrics = scalar_metrics(trainer.callback_metrics)
     else:
         trainer.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False,
-                        weights_only=not checkpoints_trusted())
+                        **trainer_load_options())
         written = [p for c in trainer.callbacks if isinstance(c, ArtifactCallback) for p in c.written]
         metrics = {"predict/images": float(len(written))}
         for callback in trainer.callbacks:  # e.g. no-reference quality of the outputs (callbacks.noreference)

@@ -25,10 +25,10 @@ from omegaconf import DictConfig  # noqa: E402
 from callbacks.base import ArtifactCallback, ReportingCallback  # noqa: E402
 from callbacks.checkpointing import weights_are_finite  # noqa: E402
 from contrastlab.checkpoints import (  # noqa: E402
-    checkpoints_trusted,
-    newest_checkpoint,
+        newest_checkpoint,
     read_progress,
     resolve_ckpt_path,
+    trainer_load_options,
     trust_checkpoints,
 )
 from contrastlab.errors import ConfigError, DivergenceError, report_user_errors  # noqa: E402
@@ -86,7 +86,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.test and has_test:
         # The final weights are evaluated (the papers select no checkpoint on held-out data).
         ckpt = None if cfg.train or not cfg.get("ckpt_path") else resolve_ckpt_path(cfg.ckpt_path, output_dir)
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=not checkpoints_trusted())
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, **trainer_load_options())
         metrics.update(scalar_metrics(trainer.callback_metrics))
 
     if trainer.is_global_zero:
@@ -99,7 +99,7 @@ def fit(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.Lightning
         output_dir: str) -> None:
     """``trainer.fit``; a diverged run leaves ``metrics.json`` with its status and stops with one clear line."""
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not checkpoints_trusted())
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **trainer_load_options())
     except Exception as error:
         diverged = error if isinstance(error, DivergenceError) else None
         if diverged is None and not weights_are_finite(model):  # e.g. NaN weights break a sampler first

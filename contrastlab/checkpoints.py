@@ -40,6 +40,18 @@ def checkpoints_trusted() -> bool:
     return _policy["trust"]
 
 
+def trainer_load_options() -> dict[str, bool]:
+    """``weights_only`` for ``Trainer.fit / test / predict`` where Lightning takes it (2.6+); older versions load
+    with torch's default, which is ``weights_only=True`` from torch 2.6."""
+    import inspect
+
+    import pytorch_lightning as pl
+
+    if "weights_only" not in inspect.signature(pl.Trainer.fit).parameters:
+        return {}
+    return {"weights_only": not checkpoints_trusted()}
+
+
 def load_checkpoint(path: str | Path, key: str, mmap: bool = False) -> Any:
     """The content of a checkpoint file, read without running code unless ``trust_checkpoint=true`` was given."""
     try:
