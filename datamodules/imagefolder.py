@@ -74,12 +74,16 @@ class ImageDataset(Dataset):
         return sample
 
 
+def _take(files: list[Path], labels: list[int] | None, index: Sequence[int]) -> tuple[list[Path], list[int] | None]:
+    """The files (and labels, when known) at ``index``."""
+    return [files[i] for i in index], ([labels[i] for i in index] if labels is not None else None)
+
+
 def _drop(files: list[Path], labels: list[int] | None, bad: set[Path]) -> tuple[list[Path], list[int] | None]:
     """``files`` (and their labels) without the ones in ``bad``."""
     if not bad:
         return files, labels
-    keep = [i for i, f in enumerate(files) if f not in bad]
-    return [files[i] for i in keep], ([labels[i] for i in keep] if labels is not None else None)
+    return _take(files, labels, [i for i, f in enumerate(files) if f not in bad])
 
 
 class ImageDataModule(BaseDataModule):
@@ -168,10 +172,7 @@ class ImageDataModule(BaseDataModule):
         eval_labels: list[int] | None = None
         if self.holdout_fraction:
             kept, held = stratified_split(labels, len(files), self.holdout_fraction, self.split_seed)
-            eval_files = [files[i] for i in held]
-            eval_labels = [labels[i] for i in held] if labels is not None else None
-            files = [files[i] for i in kept]
-            labels = [labels[i] for i in kept] if labels is not None else None
+            (eval_files, eval_labels), (files, labels) = _take(files, labels, held), _take(files, labels, kept)
         elif self.val_dir and (self.root / self.val_dir).is_dir():
             eval_files, eval_labels, val_classes = index_image_folder(self.root / self.val_dir, self.labeled,
                                                                       "data.val_dir")
@@ -184,16 +185,14 @@ class ImageDataModule(BaseDataModule):
         val_labels: list[int] | None = None
         if self.val_fraction:
             kept, held = stratified_split(labels, len(files), self.val_fraction, self.split_seed + 3)
-            val_files, val_labels = [files[i] for i in held], ([labels[i] for i in held] if labels else None)
-            files, labels = [files[i] for i in kept], ([labels[i] for i in kept] if labels else None)
+            (val_files, val_labels), (files, labels) = _take(files, labels, held), _take(files, labels, kept)
         if self.max_train_samples and self.max_train_samples < len(files):
             fraction = 1 - self.max_train_samples / len(files)
             kept, _ = stratified_split(labels, len(files), fraction, self.split_seed + 1)
-            files = [files[i] for i in kept]
-            labels = [labels[i] for i in kept] if labels is not None else None
+            files, labels = _take(files, labels, kept)
         if self.label_fraction is not None or self.label_list is not None:
             chosen = labelled_subset(files, labels, self.label_fraction, self.label_list, self.split_seed + 2)
-            files, labels = [files[i] for i in chosen], [labels[i] for i in chosen]  # type: ignore[index]
+            files, labels = _take(files, labels, chosen)
         if self.verify:
             bad = check_images([*files, *val_files, *eval_files], self.on_bad_file, self.run_dir())
             files, labels = _drop(files, labels, bad)
