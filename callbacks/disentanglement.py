@@ -140,13 +140,14 @@ class DisentanglementProbes(ReportingCallback):
     def _probe_and_log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, test_codes: torch.Tensor,
                        test_targets: dict[str, torch.Tensor], stage: str) -> None:
         datamodule = trainer.datamodule
-        train_codes, train_targets = embed_domains(pl_module, datamodule.feature_dataloader("train"))
-        train_codes = gather_variable(train_codes)
-        train_targets = {k: gather_variable(v) for k, v in train_targets.items()}
         levels = {"domain": datamodule.num_domains, **datamodule.factor_levels}
         if stage == "test":
             self._content_factors = (sorted(k for k in test_targets if k in levels and k != "domain"),
                                      sorted(k for k in test_targets if k not in levels))
+        if self.probe_split == "train_test":  # the training codes are embedded only when the probes fit on them
+            train_codes, train_targets = embed_domains(pl_module, datamodule.feature_dataloader("train"))
+            train_codes = gather_variable(train_codes)
+            train_targets = {k: gather_variable(v) for k, v in train_targets.items()}
         if trainer.global_rank != 0:
             return
         if self.probe_split == "within_test":
