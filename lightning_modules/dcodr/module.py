@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_modules.base import BaseModule, OptimizerFactory
-from lightning_modules.components.distributed import gather, gather_with_grad, world_size
+from lightning_modules.components.distributed import gather, gather_with_grad
 from lightning_modules.components.numerics import full_precision
 from lightning_modules.dcodr.losses import DomainContrastiveLoss, ReconstructionLoss
 from lightning_modules.dcodr.networks import ContentEncoder, DomainGenerator
@@ -136,9 +136,7 @@ class DCoDR(BaseModule):
         """The codes of every rank's share of the global batch (the sampler deals one batch to the ranks), gathered
         with their gradients: each rank's loss is the loss of the whole batch, and DDP's averaging of the ranks'
         gradients gives that loss's gradient (the gather's backward sums the ranks' contributions)."""
-        if world_size() == 1:
-            return z, z_positive, domains
-        positives = gather_with_grad(z_positive) if z_positive is not None else None
+        positives = gather_with_grad(z_positive) if z_positive is not None else None  # identities on one process
         return gather_with_grad(z), positives, gather(domains)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
