@@ -1,7 +1,7 @@
 """Regenerate the evidence that each method learns what its paper claims, through the real CLI.
 
     python bench/reproduce.py --scale cpu                     # 2 CPU cores, every protocol; finished runs are kept
-    python bench/reproduce.py --scale cpu --only nlcl --seeds 1
+    python bench/reproduce.py --scale cpu --only nlcl --nlcl-seeds 42
     python bench/reproduce.py --scale gpu                     # the experiments' own schedules, one GPU
     python bench/reproduce.py --scale tiny --data-root <dir>  # seconds, synthetic data (the test suite)
     python bench/reproduce.py --scale gpu_tiny --data-root <dir>  # the gpu scale's experiments at toy sizes, CPU
@@ -36,10 +36,15 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data",
                         help="folder with cifar10/, rain100l/, cars3d/")
     parser.add_argument("--only", nargs="+", choices=sorted(PROTOCOLS), default=list(PROTOCOLS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2],
+                        help="the default seed (42) and two others: every bar is judged on at least 3")
+    parser.add_argument("--nlcl-seeds", type=int, nargs="+", default=[42, 1, 2, 3, 4],
+                        help="NLCL is judged on 5 seeds (its LayerContra ablation on the first 3)")
     parser.add_argument("--dcodr-seeds", type=int, nargs="+", default=None, help="default: --seeds")
     parser.add_argument("--dcodr-equal-steps-only", action="store_true", help="skip the equal-wall-time runs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--override", nargs="+", default=[],
+                        help="Hydra overrides added to every run, e.g. trainer.max_time=null on a shared machine")
     args = parser.parse_args()
     runs = args.out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
@@ -47,9 +52,10 @@ def main() -> None:
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     summary = {k: v for k, v in summary.items() if k in PROTOCOLS}
     for name in args.only:
-        seeds = args.dcodr_seeds if name == "dcodr" and args.dcodr_seeds else args.seeds
+        seeds = {"dcodr": args.dcodr_seeds, "nlcl": args.nlcl_seeds}.get(name) or args.seeds
         options = {"wall_time": not args.dcodr_equal_steps_only} if name == "dcodr" else {}
-        lines, result = PROTOCOLS[name].run(args.scale, args.data_root.resolve(), seeds, runs, TRAINER[args.scale],
+        lines, result = PROTOCOLS[name].run(args.scale, args.data_root.resolve(), seeds, runs,
+                                            [*TRAINER[args.scale], *args.override],
                                             **options)
         summary[name] = {**result, "seeds": seeds, "lines": lines}
         summary_path.write_text(json.dumps(summary, indent=2))

@@ -43,7 +43,7 @@ def test_reproduce_writes_its_tables_and_plots_at_tiny_scale(tmp_path, paired_ra
     (data / "cars3d").symlink_to(tiny_cars3d_root)
     out = tmp_path / "results"
     command = [sys.executable, "bench/reproduce.py", "--scale", "tiny", "--data-root", str(data), "--seeds", "1",
-               "--out", str(out)]
+               "--nlcl-seeds", "1", "--out", str(out)]
     result = subprocess.run(command, cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     table = (out / "tiny.md").read_text()

@@ -68,3 +68,14 @@ def test_monitors_read_validation_and_say_so_when_there_is_none(tiny_imagenet_ro
     imagenet = ImageDataModule(str(tiny_imagenet_root), num_workers=0)
     with pytest.warns(UserWarning, match="no validation split: the val/\\* monitors read the test split"):
         assert imagenet.monitor_split() == "eval"
+
+
+def test_rain100l_default_split_fits_the_80_shipped_pairs(make_cfg, shared_like_root) -> None:
+    """The real Rain100L redistribution has 80 pairs: the default split must use them without overrides."""
+    cfg = make_cfg("experiment=nlcl_rain100l_cpu", f"data.root={shared_like_root / 'rain100l'}")
+    datamodule = instantiate(cfg.data)
+    found = roles(datamodule)
+    splits = datamodule.splits
+    sizes = (len(splits.train_rainy), len(splits.train_clean), len(splits.val), len(splits.test))
+    assert sizes == (28, 28, 4, 20)
+    assert len(found["train"] | found["val"] | found["test"]) == 28 + 28 + 2 * 4 + 2 * 20
