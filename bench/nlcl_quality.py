@@ -3,9 +3,10 @@
     python bench/nlcl_quality.py --root ../shared/data/rain100l --minutes 15
 
 Runs ``train.py experiment=nlcl_rain100l`` twice through the real CLI (the seeded split: 28 rainy-only scenes,
-28 other clean-only scenes, 4 validation and 20 held-out pairs) with a CPU-sized network (the demo's scale, stated below), the
-second time with ``model.lambda_layer=0``, each stopped by ``trainer.max_time``; then prints the held-out PSNR/SSIM
-of the derained output and of the rainy input (RGB and Y). Skips cleanly when the data folder is absent.
+28 other clean-only scenes, 4 validation and 20 held-out pairs) with a CPU-sized network (the demo's scale, stated
+below), the second time with ``model.lambda_layer=0``, each stopped by ``trainer.max_time``; then prints the
+held-out PSNR/SSIM of the derained output and of the rainy input (RGB and Y). Skips cleanly when the data folder
+is absent.
 """
 
 from __future__ import annotations
