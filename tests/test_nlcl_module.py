@@ -144,6 +144,15 @@ def test_schedule_is_constant_then_linear_over_iterations() -> None:
     assert lrs == pytest.approx([1e-4, 1e-4])
 
 
+def test_discriminator_lr_scale_keeps_its_ratio_through_the_schedule() -> None:
+    model = tiny_nlcl(discriminator_lr_scale=4.0,
+                      scheduler={"name": "constant_then_linear", "decay_fraction": 0.5, "final_factor": 0.1})
+    trainer = fit(model, steps=4)
+    generator_opt, discriminator_opt = trainer.optimizers
+    assert discriminator_opt.param_groups[0]["lr"] == pytest.approx(4e-4)  # 4 x (1e-3 decayed to 0.1 x)
+    assert generator_opt.param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
 def test_compile_keeps_parameter_names_for_checkpoints() -> None:
     model = tiny_nlcl(compile=True)
     keys = list(model.state_dict())

@@ -48,6 +48,8 @@ class NLCL(RestorationModule):
         compat_frozen_heads: reproduce the release's optimiser bugs (docs/references.md, N9): LocContra and B^
             heads never update, the R^ heads take two Adam steps per iteration. Off by default (each head trained
             once).
+        discriminator_lr_scale: D's learning rate over G's (1 = official; a two-time-scale update, Heusel et al.
+            2017, for short schedules in which D otherwise stays at chance for hundreds of iterations).
         pretrained_b / pretrained_r: official ``latest_net_Back.pth`` / ``latest_net_Rain.pth`` to start from.
         inference_tile: restore images larger than this side tile by tile (None = always whole).
         save_test_outputs: write every derained test image into ``<run dir>/test_outputs`` (the
@@ -84,6 +86,7 @@ class NLCL(RestorationModule):
         negative_sampling: str = "similar",
         positive_exclusion_radius: int = 0,
         compat_frozen_heads: bool = False,
+        discriminator_lr_scale: float = 1.0,
         pretrained_b: str | None = None,
         pretrained_r: str | None = None,
         inference_tile: int | None = 1024,
@@ -128,6 +131,8 @@ class NLCL(RestorationModule):
             self.optimizer_factory(trainable([self.G_B, self.G_R, *heads])),
             self.optimizer_factory(trainable([self.D])),
         ]
+        for group in optimizers[1].param_groups:  # before the schedulers record their initial lr
+            group["lr"] *= self.hparams.discriminator_lr_scale
         if compat:
             # Release bug (N9): two optimisers (two Adam states) both step the R^ heads every iteration.
             optimizers += [self.optimizer_factory(trainable([self.rain_heads])) for _ in range(2)]
