@@ -111,6 +111,16 @@ def test_training_step_updates_every_part_once() -> None:
     assert states and all(float(s) == 1 for s in states)
 
 
+def test_discriminator_warmup_trains_only_d() -> None:
+    model = tiny_nlcl(discriminator_warmup_epochs=1)
+    before = copy.deepcopy(model)
+    trainer = fit(model, steps=2)
+    assert changed(before.D, model.D)
+    for name in ("G_B", "G_R", "loc_heads", "background_heads", "rain_heads"):
+        assert not changed(getattr(before, name), getattr(model, name)), name
+    assert trainer.global_step == 2  # one D step per iteration, no G step
+
+
 def test_compat_mode_reproduces_the_release_optimiser_bugs() -> None:
     model = tiny_nlcl(compat_frozen_heads=True)
     before = copy.deepcopy(model)

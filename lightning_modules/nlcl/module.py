@@ -50,6 +50,9 @@ class NLCL(RestorationModule):
             once).
         discriminator_lr_scale: D's learning rate over G's (1 = official; a two-time-scale update, Heusel et al.
             2017, for short schedules in which D otherwise stays at chance for hundreds of iterations).
+        discriminator_warmup_epochs: epochs at the start in which only D is trained, against the untouched G_B
+            (0 = official). With the zero-initialised residual G_B that output is the rainy input itself, so D
+            first learns what rain looks like; without it, short runs spend hundreds of iterations with D at chance.
         pretrained_b / pretrained_r: official ``latest_net_Back.pth`` / ``latest_net_Rain.pth`` to start from.
         inference_tile: restore images larger than this side tile by tile (None = always whole).
         save_test_outputs: write every derained test image into ``<run dir>/test_outputs`` (the
@@ -87,6 +90,7 @@ class NLCL(RestorationModule):
         positive_exclusion_radius: int = 0,
         compat_frozen_heads: bool = False,
         discriminator_lr_scale: float = 1.0,
+        discriminator_warmup_epochs: int = 0,
         pretrained_b: str | None = None,
         pretrained_r: str | None = None,
         inference_tile: int | None = 1024,
@@ -146,12 +150,17 @@ class NLCL(RestorationModule):
         optimizers = self.optimizers()
         opt_g, opt_d, *opt_rain_heads = optimizers if isinstance(optimizers, list) else [optimizers]
 
-        background, identity, rain = self.decompose(rainy, clean)
+        if self.current_epoch < self.hparams.discriminator_warmup_epochs:
+            # D warm-up: D learns rainy-vs-clean against the untouched G_B before G takes any step.
+            with torch.no_grad():
+                background = self.G_B(rainy)
+            loss_d = self.discriminator_step(opt_d, background, clean)
+            self.step_schedulers()
+            self.log("train/loss_d", loss_d, on_step=True, on_epoch=False, batch_size=rainy.shape[0])
+            return
 
-        loss_d = self.discriminator_loss(background, clean)
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(loss_d)
-        opt_d.step()
+        background, identity, rain = self.decompose(rainy, clean)
+        loss_d = self.discriminator_step(opt_d, background, clean)
 
         loss_g, parts = self.generator_loss(rainy, clean, background, identity, rain)
         for opt in [opt_g, *opt_rain_heads]:
@@ -160,16 +169,24 @@ class NLCL(RestorationModule):
         opt_g.step()
         for opt in opt_rain_heads:
             opt.step()
+        self.step_schedulers()
+        n = rainy.shape[0]
+        logs = {f"train/{k}": v.detach() for k, v in parts.items()}
+        logs.update({"train/loss_g": loss_g.detach(), "train/loss_d": loss_d})
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=n)
+        self.log("train/loss", loss_g.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
 
+    def discriminator_step(self, opt_d: Any, background: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+        loss_d = self.discriminator_loss(background, clean)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d)
+        opt_d.step()
+        return loss_d.detach()
+
+    def step_schedulers(self) -> None:
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
             scheduler.step()
-
-        n = rainy.shape[0]
-        logs = {f"train/{k}": v.detach() for k, v in parts.items()}
-        logs.update({"train/loss_g": loss_g.detach(), "train/loss_d": loss_d.detach()})
-        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=n)
-        self.log("train/loss", loss_g.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
 
     def decompose(self, rainy: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """B^ = G_B(O), G_B(B) for the identity branch (empty without it), R^ = G_R(O)."""
