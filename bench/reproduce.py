@@ -42,6 +42,8 @@ def main() -> None:
                         help="NLCL is judged on 5 seeds (its LayerContra ablation on the first 3)")
     parser.add_argument("--dcodr-seeds", type=int, nargs="+", default=None, help="default: --seeds")
     parser.add_argument("--dcodr-equal-steps-only", action="store_true", help="skip the equal-wall-time runs")
+    parser.add_argument("--dcodr-wall-seeds", type=int, nargs="+", default=None,
+                        help="run the equal-wall-time comparison on these of the DCoDR seeds only (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--override", nargs="+", default=[],
                         help="Hydra overrides added to every run, e.g. trainer.max_time=null on a shared machine")
@@ -53,7 +55,8 @@ def main() -> None:
     summary = {k: v for k, v in summary.items() if k in PROTOCOLS}
     for name in args.only:
         seeds = {"dcodr": args.dcodr_seeds, "nlcl": args.nlcl_seeds}.get(name) or args.seeds
-        options = {"wall_time": not args.dcodr_equal_steps_only} if name == "dcodr" else {}
+        options = ({"wall_time": not args.dcodr_equal_steps_only, "wall_seeds": args.dcodr_wall_seeds}
+                   if name == "dcodr" else {})
         lines, result = PROTOCOLS[name].run(args.scale, args.data_root.resolve(), seeds, runs,
                                             [*TRAINER[args.scale], *args.override],
                                             **options)
