@@ -37,6 +37,19 @@ def test_residual_zero_init_generator_starts_at_the_identity() -> None:
     assert torch.count_nonzero(LayerGenerator(width=8, num_blocks=2, zero_init_output=True)(x)) == 0
 
 
+def test_achromatic_residual_keeps_the_input_chroma() -> None:
+    from lightning_modules.components.restoration_eval import rgb_to_cbcr
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 20, 24) * 0.5 + 0.25
+    generator = LayerGenerator(width=8, num_blocks=2, residual_output=True, achromatic_residual=True)
+    out = generator(x * 2 - 1)
+    assert not torch.allclose(out, x * 2 - 1)  # it changes the image ...
+    torch.testing.assert_close(rgb_to_cbcr((out + 1) / 2), rgb_to_cbcr(x), atol=1e-5, rtol=0)  # ... not its chroma
+    with pytest.raises(ValueError, match="residual_output"):
+        LayerGenerator(width=8, num_blocks=2, achromatic_residual=True)
+
+
 def test_generator_encode_returns_the_requested_module_outputs() -> None:
     torch.manual_seed(0)
     generator = LayerGenerator(width=8, num_blocks=4)

@@ -65,6 +65,8 @@ class LayerGenerator(nn.Module):
         residual_output: return ``x + gen(x)``; with ``zero_init_output`` the untrained network is the identity.
             A demo choice for short CPU runs, not the official design (which learns the full mapping).
         zero_init_output: zero the output conv so the initial output is 0 (or x with ``residual_output``).
+        achromatic_residual: with ``residual_output``, add the residual's channel mean to every channel, so the
+            output keeps the input's chroma exactly (rain streaks are grey-white); not in the paper.
     """
 
     def __init__(
@@ -74,9 +76,12 @@ class LayerGenerator(nn.Module):
         num_blocks: int = 16,
         residual_output: bool = False,
         zero_init_output: bool = False,
+        achromatic_residual: bool = False,
     ) -> None:
         super().__init__()
-        self.width, self.residual_output = width, residual_output
+        if achromatic_residual and not residual_output:
+            raise ValueError("achromatic_residual needs residual_output: true")
+        self.width, self.residual_output, self.achromatic_residual = width, residual_output, achromatic_residual
         layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1)]
         layers += [ResidualBlock(width) for _ in range(num_blocks)]
         layers += [TailBlock(width), nn.Conv2d(width, channels, 3, padding=1)]
@@ -92,6 +97,8 @@ class LayerGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.gen(x)
+        if self.achromatic_residual:
+            out = out.mean(dim=1, keepdim=True)  # broadcast: one change for R, G and B alike
         return x + out if self.residual_output else out
 
     def encode(self, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
