@@ -40,6 +40,8 @@ def main() -> None:
                         help="the default seed (42) and two others: every bar is judged on at least 3")
     parser.add_argument("--nlcl-seeds", type=int, nargs="+", default=[42, 1, 2, 3, 4],
                         help="NLCL is judged on 5 seeds (its LayerContra ablation on the first 3)")
+    parser.add_argument("--nlcl-ablation-seeds", type=int, nargs="+", default=None,
+                        help="the LayerContra ablation's seeds (default: the first 3 NLCL seeds)")
     parser.add_argument("--dcodr-seeds", type=int, nargs="+", default=None, help="default: --seeds")
     parser.add_argument("--dcodr-equal-steps-only", action="store_true", help="skip the equal-wall-time runs")
     parser.add_argument("--dcodr-wall-seeds", type=int, nargs="+", default=None,
@@ -55,8 +57,8 @@ def main() -> None:
     summary = {k: v for k, v in summary.items() if k in PROTOCOLS}
     for name in args.only:
         seeds = {"dcodr": args.dcodr_seeds, "nlcl": args.nlcl_seeds}.get(name) or args.seeds
-        options = ({"wall_time": not args.dcodr_equal_steps_only, "wall_seeds": args.dcodr_wall_seeds}
-                   if name == "dcodr" else {})
+        options = {"dcodr": {"wall_time": not args.dcodr_equal_steps_only, "wall_seeds": args.dcodr_wall_seeds},
+                   "nlcl": {"ablation_seeds": args.nlcl_ablation_seeds}}.get(name, {})
         lines, result = PROTOCOLS[name].run(args.scale, args.data_root.resolve(), seeds, runs,
                                             [*TRAINER[args.scale], *args.override],
                                             **options)

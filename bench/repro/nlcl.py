@@ -21,15 +21,17 @@ KEYS = ["test/psnr", "test/psnr_rainy", "test/psnr_y", "test/psnr_y_rainy", "tes
 GAIN = 1.0
 
 
-def run(scale: str, data_root: Path, seeds: list[int], runs: Path, trainer: list[str]) -> tuple[list[str], dict]:
+def run(scale: str, data_root: Path, seeds: list[int], runs: Path, trainer: list[str],
+        ablation_seeds: list[int] | None = None) -> tuple[list[str], dict]:
+    """``ablation_seeds``: the seeds of the LayerContra ablation (default: the first three of ``seeds``)."""
     experiment = EXPERIMENTS[experiment_scale(scale)]
     shared = [f"experiment={experiment}", f"data.root={data_root / 'rain100l'}", *trainer, *smoke(scale, TINY)]
     results: dict[str, dict[int, dict]] = {"nlcl": {}, "no LayerContra": {}}
     for seed in seeds:
         results["nlcl"][seed] = run_cli("train.py", runs / f"{scale}_nlcl_seed{seed}", [*shared, f"seed={seed}"],
                                         reuse=True)
-    # The ablation (the paper's Table 4 row without L_LayerContra) at the first three seeds.
-    ablation_seeds = seeds[:3]
+    # The ablation (the paper's Table 4 row without L_LayerContra).
+    ablation_seeds = [s for s in seeds if s in ablation_seeds] if ablation_seeds else seeds[:3]
     for seed in ablation_seeds:
         results["no LayerContra"][seed] = run_cli(
             "train.py", runs / f"{scale}_nlcl_nolayer_seed{seed}",
