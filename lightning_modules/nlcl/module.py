@@ -12,6 +12,7 @@ D is frozen in the G step: NLCL gradients flow *through* D into G_B, G_R and the
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,8 @@ class NLCL(RestorationModule):
             once).
         discriminator_lr_scale: D's learning rate over G's (1 = official; a two-time-scale update, Heusel et al.
             2017, for short schedules in which D otherwise stays at chance for hundreds of iterations).
-        discriminator_warmup_epochs: epochs at the start in which only D is trained, against the untouched G_B
-            (0 = official). With the zero-initialised residual G_B that output is the rainy input itself, so D
-            first learns what rain looks like; without it, short runs spend hundreds of iterations with D at chance.
+        discriminator_warmup_epochs: first epochs in which only D trains, against the untouched G_B (0 = official):
+            D first learns what rain looks like, which short runs otherwise spend hundreds of iterations on.
         pretrained_b / pretrained_r: official ``latest_net_Back.pth`` / ``latest_net_Rain.pth`` to start from.
         inference_tile: restore images larger than this side tile by tile (None = always whole).
         save_test_outputs: write every derained test image into ``<run dir>/test_outputs`` (the
@@ -131,10 +131,8 @@ class NLCL(RestorationModule):
         compat = self.hparams.compat_frozen_heads
         heads = [] if compat else [self.loc_heads, self.background_heads, self.rain_heads]
         # One Adam over G_B, G_R and the heads equals the official per-network Adams (Adam is per parameter).
-        optimizers = [
-            self.optimizer_factory(trainable([self.G_B, self.G_R, *heads])),
-            self.optimizer_factory(trainable([self.D])),
-        ]
+        optimizers = [self.optimizer_factory(trainable([self.G_B, self.G_R, *heads])),
+                      self.optimizer_factory(trainable([self.D]))]
         for group in optimizers[1].param_groups:  # before the schedulers record their initial lr
             group["lr"] *= self.hparams.discriminator_lr_scale
         if compat:
@@ -166,15 +164,14 @@ class NLCL(RestorationModule):
         for opt in [opt_g, *opt_rain_heads]:
             opt.zero_grad(set_to_none=True)
         self.manual_backward(loss_g)
-        opt_g.step()
-        for opt in opt_rain_heads:
+        for opt in [opt_g, *opt_rain_heads]:
             opt.step()
         self.step_schedulers()
-        n = rainy.shape[0]
+
         logs = {f"train/{k}": v.detach() for k, v in parts.items()}
         logs.update({"train/loss_g": loss_g.detach(), "train/loss_d": loss_d})
-        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=n)
-        self.log("train/loss", loss_g.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=n)
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=rainy.shape[0])
+        self.log("train/loss", loss_g.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=rainy.shape[0])
 
     def discriminator_step(self, opt_d: Any, background: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         loss_d = self.discriminator_loss(background, clean)
@@ -184,9 +181,12 @@ class NLCL(RestorationModule):
         return loss_d.detach()
 
     def step_schedulers(self) -> None:
+        """Every schedule spans all iterations, D warm-up included (there G's schedule steps before G does)."""
         schedulers = self.lr_schedulers()
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
-            scheduler.step()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
+                scheduler.step()
 
     def decompose(self, rainy: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """B^ = G_B(O), G_B(B) for the identity branch (empty without it), R^ = G_R(O)."""
