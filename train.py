@@ -21,6 +21,7 @@ import hydra  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
+from pytorch_lightning.utilities import rank_zero_info  # noqa: E402
 
 from callbacks.base import ArtifactCallback, ReportingCallback  # noqa: E402
 from callbacks.checkpointing import weights_are_finite  # noqa: E402
@@ -84,8 +85,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics["time/fit_minutes"] = (time.perf_counter() - started) / 60  # this call's fit, monitors included
     has_test = datamodule.has_test_data() if isinstance(datamodule, BaseDataModule) else True
     if cfg.test and has_test:
-        # The final weights are evaluated (the papers select no checkpoint on held-out data).
+        # The final weights are evaluated (the papers select no checkpoint on held-out data), or with
+        # test_ckpt=best the checkpoint whose monitored validation metric was best.
         ckpt = None if cfg.train or not cfg.get("ckpt_path") else resolve_ckpt_path(cfg.ckpt_path, output_dir)
+        if cfg.train and cfg.get("test_ckpt", "last") == "best" and not trainer.fast_dev_run:  # (no checkpoints)
+            ckpt = best_checkpoint(trainer)
+            rank_zero_info(f"[contrastlab] testing the best validation checkpoint: {ckpt}")
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, **trainer_load_options())
         metrics.update(scalar_metrics(trainer.callback_metrics))
 
@@ -93,6 +98,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         write_metrics(metrics, output_dir)
         print_summary(model, trainer, metrics, output_dir)
     return metrics
+
+
+def best_checkpoint(trainer: pl.Trainer) -> str:
+    """The file kept by the checkpoint callback that monitors a validation metric (``test_ckpt=best``)."""
+    monitored = [cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)]
+    if not monitored or not monitored[0].best_model_path:
+        raise ConfigError("test_ckpt=best needs callbacks.model_checkpoint.monitor (a val/* metric) and at least "
+                          "one validation run that saved a checkpoint")
+    return monitored[0].best_model_path
 
 
 def fit(trainer: pl.Trainer, model: pl.LightningModule, datamodule: pl.LightningDataModule, ckpt_path: str | None,

@@ -183,6 +183,24 @@ def test_eval_tests_a_checkpoint_and_predicts_a_folder(make_cfg, tmp_path, paire
         evaluate(make_cfg(*common, "ckpt_path=/no/such.ckpt", config_name="eval", output_dir=tmp_path / "x"))
 
 
+def test_test_ckpt_best_tests_the_best_validation_checkpoint(make_cfg, tmp_path) -> None:
+    from contrastlab.errors import ConfigError
+    from eval import evaluate
+    from train import train
+
+    common = ["experiment=nlcl_demo", *NLCL_TINY, *CPU, "trainer.max_epochs=3", "data.samples_per_epoch=4",
+              "trainer.check_val_every_n_epoch=1", "callbacks.model_checkpoint.every_n_epochs=1"]
+    with pytest.raises(ConfigError, match="test_ckpt=best needs callbacks.model_checkpoint.monitor"):
+        train(make_cfg(*common, "test_ckpt=best", output_dir=tmp_path / "unmonitored"))
+    monitored = [*common, "callbacks.model_checkpoint.monitor=val/psnr",
+                 "callbacks.model_checkpoint.save_on_train_epoch_end=false"]
+    metrics = train(make_cfg(*monitored, "test_ckpt=best", output_dir=tmp_path / "fit"))
+    best = list((tmp_path / "fit" / "checkpoints").glob("epoch_*.ckpt"))
+    assert len(best) == 1  # save_top_k=1: the best val/psnr so far
+    again = evaluate(make_cfg(*monitored, f"ckpt_path={best[0]}", config_name="eval", output_dir=tmp_path / "eval"))
+    assert again["test/psnr"] == pytest.approx(metrics["test/psnr"])
+
+
 def test_gradient_accumulation_is_refused_by_moco_in_one_line(make_cfg, data_roots) -> None:
     """MoCo's momentum update and enqueue run per batch: accumulation would silently change both."""
     from contrastlab.errors import ConfigError

@@ -15,7 +15,8 @@ TINY = ["trainer.max_epochs=2", "data.samples_per_epoch=4", "data.batch_size=2",
         "data.num_workers=0", "data.splits.n_rainy=3", "data.splits.n_clean=3", "data.splits.n_test=2",
         "data.splits.n_val=2", "data.val_images=2", "data.val_crop=32", "trainer.check_val_every_n_epoch=1",
         "model.num_negatives=8", "model.num_locations=8", "model.patch_size=8", "model.search_size=16",
-        "callbacks.derain_grid.size=32", "model.discriminator_warmup_epochs=1"]  # 1 D-only epoch, 1 full epoch
+        "callbacks.derain_grid.size=32", "model.discriminator_warmup_epochs=1",  # 1 D-only epoch, 1 full epoch
+        "callbacks.model_checkpoint.every_n_epochs=1"]
 KEYS = ["test/psnr", "test/psnr_rainy", "test/psnr_y", "test/psnr_y_rainy", "test/psnr_cbcr", "test/psnr_cbcr_rainy",
         "test/colour_shift", "test/colour_shift_rainy", "test/ssim", "test/ssim_rainy"]
 GAIN = 1.0
