@@ -66,10 +66,12 @@ def main() -> None:
         summary_path.write_text(json.dumps(summary, indent=2))
     seeds_used = "; ".join(f"{k}: {v.get('seeds')}" for k, v in summary.items())
     header = [f"# Reproductions at `{args.scale}` scale", "",
-              f"`python bench/reproduce.py --scale {args.scale}` (seeds {seeds_used}); every "
-              "figure is the held-out test metric of the run's final weights; wall minutes include start-up and "
-              "evaluation.", ""]
+              f"`python bench/reproduce.py {' '.join(sys.argv[1:])}` (seeds {seeds_used}); every figure is a test "
+              "metric of the run's final weights, or of its best validation checkpoint where the experiment sets "
+              "`test_ckpt: best` (NLCL); wall minutes include start-up and evaluation.", ""]
     body = [line for name in PROTOCOLS if name in summary for line in [*summary[name]["lines"], ""]]
+    body += [f"## {name}: not measured at this scale in this file (`--only {name}`)\n" for name in PROTOCOLS
+             if name not in summary]
     (args.out / f"{args.scale}.md").write_text("\n".join(header + body))
     summary_path.write_text(json.dumps(summary, indent=2))
     print((args.out / f"{args.scale}.md").read_text())
