@@ -188,7 +188,7 @@ def test_test_ckpt_best_tests_the_best_validation_checkpoint(make_cfg, tmp_path)
     from eval import evaluate
     from train import train
 
-    common = ["experiment=nlcl_demo", *NLCL_TINY, *CPU, "trainer.max_epochs=3", "data.samples_per_epoch=4",
+    common = ["experiment=nlcl_demo", *NLCL_TINY, *CPU, "trainer.max_epochs=2", "data.samples_per_epoch=4",
               "trainer.check_val_every_n_epoch=1", "callbacks.model_checkpoint.every_n_epochs=1"]
     with pytest.raises(ConfigError, match="test_ckpt=best needs callbacks.model_checkpoint.monitor"):
         train(make_cfg(*common, "test_ckpt=best", output_dir=tmp_path / "unmonitored"))
