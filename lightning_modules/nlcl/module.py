@@ -50,7 +50,7 @@ class NLCL(RestorationModule):
             heads never update, the R^ heads take two Adam steps per iteration. Off by default (each head trained
             once).
         discriminator_lr_scale: D's learning rate over G's (1 = official; a two-time-scale update, Heusel et al.
-            2017, for short schedules in which D otherwise stays at chance for hundreds of iterations).
+            2017). x4 did not get D off chance sooner on nlcl_rain100l_cpu; the warm-up below did.
         discriminator_warmup_epochs: first epochs in which only D trains, against the untouched G_B (0 = official):
             D first learns what rain looks like, which short runs otherwise spend hundreds of iterations on.
         pretrained_b / pretrained_r: official ``latest_net_Back.pth`` / ``latest_net_Rain.pth`` to start from.
