@@ -184,7 +184,7 @@ class NLCL(RestorationModule):
         """Every schedule spans all iterations, D warm-up included (there G's schedule steps before G does)."""
         schedulers = self.lr_schedulers()
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")  # (a regex)
             for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
                 scheduler.step()
 
