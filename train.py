@@ -26,7 +26,7 @@ from pytorch_lightning.utilities import rank_zero_info  # noqa: E402
 from callbacks.base import ArtifactCallback, ReportingCallback  # noqa: E402
 from callbacks.checkpointing import weights_are_finite  # noqa: E402
 from contrastlab.checkpoints import (  # noqa: E402
-        newest_checkpoint,
+    newest_checkpoint,
     read_progress,
     resolve_ckpt_path,
     trainer_load_options,
