@@ -44,7 +44,7 @@ def run(scale: str, data_root: Path, seeds: list[int], runs: Path, trainer: list
         wall_time: bool = True, wall_seeds: list[int] | None = None) -> tuple[list[str], dict]:
     """``wall_time=False`` runs the equal-steps comparison only (the equal-wall-time rows say so); ``wall_seeds``
     (default: all) runs the equal-wall-time comparison on those of ``seeds`` only."""
-    wall_seeds = [s for s in seeds if s in (wall_seeds or seeds)]
+    wall_seeds = [s for s in seeds if s in (wall_seeds or seeds)] if wall_time else []
     experiment = EXPERIMENTS[experiment_scale(scale)]
     shared = [f"data.source.root={data_root / 'cars3d'}", *trainer]
     if scale in SMOKE_SCALES:  # keep the resized-array cache beside the runs, not in the user's cache folder
@@ -57,7 +57,7 @@ def run(scale: str, data_root: Path, seeds: list[int], runs: Path, trainer: list
                 f"experiment={experiment.format(variant)}", f"seed={seed}", *shared,
                 *_overrides(variant, scale)], reuse=True)
         # Equal wall time: the two variants without a generator train as long as DCoDR's fit took.
-        if not wall_time or seed not in wall_seeds:
+        if seed not in wall_seeds:
             continue
         budget = time_budget(max(steps["dcodr"][seed]["time/fit_minutes"], 1 / 60))
         for variant in wall:
@@ -88,7 +88,7 @@ def run(scale: str, data_root: Path, seeds: list[int], runs: Path, trainer: list
     lines = [f"## DCoDR vs DCoDR-norec vs contrastive on Cars3D ({experiment.format('*')}; held-out 10 % of "
              f"every car; MLP probes; domain chance {chance:.4f})", "",
              "Equal wall time: the variants without a generator train for DCoDR's fit time (DCoDR itself is the "
-             f"equal-steps run); seeds {', '.join(map(str, wall_seeds if wall_time else []))}.", "",
+             f"equal-steps run); seeds {', '.join(map(str, wall_seeds)) or 'none'}.", "",
              *bar_table(bars), "", *run_header(KEYS)]
     lines += [run_row(v, s, steps[v][s], KEYS) for v in VARIANTS for s in seeds]
     lines += [run_row(f"{v} (equal wall time)", s, wall[v][s], KEYS) for v in wall for s in wall[v]]
